@@ -1,0 +1,40 @@
+# Two-command set-up: `make demo` / `make test` create or update .venv themselves.
+# Overridable: PYTHON (interpreter for the venv), VENV, TORCH_SPEC (torch==2.13.0 takes the local
+# CPU wheel here; elsewhere add PIP_TORCH_ARGS="--index-url <your CPU wheel index>" on a machine
+# without CUDA), PYTEST_ARGS.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PIP_TORCH_ARGS ?=
+PYTEST_ARGS ?=
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.vkd_fast-installed
+
+.PHONY: install test lint bench bench-plot clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall (and rebuild the C++ extension) whenever the packaging or the C++ sources change.
+$(STAMP): $(PY) pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
+	$(PIP) install -q --upgrade "pip>=23" "setuptools>=77" wheel
+	$(PIP) install -q "$(TORCH_SPEC)" numpy $(PIP_TORCH_ARGS)
+	$(PIP) install -q --no-build-isolation -e ".[dev,bench]"
+	$(PY) -c "import torch, vkd_fast._C; print('vkd_fast: C++ extension built')"
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check vkd_fast kernels tests benchmarks setup.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_feature_distill.py --quick
+	$(PY) benchmarks/plot.py
+
+clean:
+	rm -rf build *.egg-info vkd_fast/_C*.so .pytest_cache

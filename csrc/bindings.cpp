@@ -1,0 +1,14 @@
+// Python bindings of the C++ extension vkd_fast._C (bindings only: the code lives beside).
+#include "feature_distill.h"
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "vkd_fast C++ extension: fused CPU feature-distillation loss";
+  m.def("feature_distill_fwd", &vkd_fast::feature_distill_fwd_cpu,
+        "Fused feature-distillation loss and student gradient (CPU)", pybind11::arg("student"),
+        pybind11::arg("target"), pybind11::arg("target_index"), pybind11::arg("student_index"),
+        pybind11::arg("weight"), pybind11::arg("metric"), pybind11::arg("reduction"),
+        pybind11::arg("eps"), pybind11::arg("grad_out") = pybind11::none(),
+        pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("openmp_threads", []() { return at::get_num_threads(); },
+        "Threads ATen's parallel_for uses (the fused kernel's parallelism)");
+}

@@ -1,0 +1,106 @@
+"""Packaging: the lean import, the installed layout, the CLI doctor and the JIT build fallback."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import vkd_fast as vf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    full_env.update(env)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
+                          timeout=600, check=False)
+
+
+def test_import_is_lean():
+    code = (
+        "import sys, torch, vkd_fast\n"
+        "heavy = [m for m in ('triton', 'transformers', 'vkd_fast._C', 'vkd_fast.kernels', 'peft') if m in sys.modules]\n"
+        "print(heavy, torch.cuda.is_initialized())\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] False"
+
+
+def test_import_works_without_triton_transformers_or_extension():
+    # make every one of them unimportable and check the package still computes the loss
+    code = (
+        "import sys\n"
+        "for m in ('triton', 'transformers'): sys.modules[m] = None\n"
+        "import torch, vkd_fast as vf\n"
+        "s = torch.randn(4, 3, requires_grad=True)\n"
+        "vf.feature_distill_loss(s, torch.zeros(4, 3)).backward()\n"
+        "from vkd_fast import _backend, _ext\n"
+        "print(_ext.HAS_CEXT, _backend.resolve('auto', torch.device('cpu'), torch.float32), float(s.grad.abs().sum()) > 0)\n"
+    )
+    out = _python(code, VKD_FAST_SKIP_CEXT="1")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False reference True"
+
+
+def test_kernels_install_as_a_subpackage_not_top_level():
+    import vkd_fast.kernels
+
+    assert vkd_fast.kernels.__name__ == "vkd_fast.kernels"
+    assert Path(vkd_fast.kernels.__file__).parent.name == "kernels"
+    assert "kernels" not in sys.modules  # never imported as a top-level package
+
+
+def test_version_has_one_source():
+    from importlib.metadata import version
+
+    assert vf.__version__ == version("vkd-fast")
+
+
+def test_doctor_reports_environment():
+    out = subprocess.run([sys.executable, "-m", "vkd_fast.cli", "doctor", "--json"], capture_output=True,
+                         text=True, timeout=600, check=True)
+    report = json.loads(out.stdout)
+    assert report["torch"] == torch.__version__
+    assert report["cuda_available"] is False and report["cuda_devices"] == []
+    assert report["cext"]["status"] == "prebuilt"
+    assert report["loss_backends"]["auto@cpu"] == "cpu"
+    assert report["loss_backends"]["cpu@cpu"] == "ok"
+    assert report["triton_interpreter"] is True  # conftest turned it on, the child inherits it
+    assert report["loss_backends"]["triton@cpu"] == "ok"
+
+
+def test_doctor_human_output_and_disabled_extension():
+    exe = Path(sys.executable).with_name("vkd-fast")
+    env = dict(os.environ, VKD_FAST_SKIP_CEXT="1", TRITON_INTERPRET="0")
+    out = subprocess.run([str(exe), "doctor"], capture_output=True, text=True, env=env, timeout=600, check=True)
+    assert "C++ extension          unavailable (disabled by VKD_FAST_SKIP_CEXT=1)" in out.stdout
+    assert "auto@cpu             reference" in out.stdout
+    assert "triton interpreter     off" in out.stdout
+    assert "needs CUDA tensors" in out.stdout
+
+
+@pytest.mark.slow
+def test_jit_build_fallback_builds_a_working_extension(tmp_path):
+    # the path taken where no prebuilt vkd_fast._C exists: build from the sources, cache, reuse
+    code = (
+        "import torch\n"
+        "from vkd_fast import _ext\n"
+        "m = _ext._jit_build()\n"
+        "s, t = torch.randn(7, 33), torch.randn(7, 33)\n"
+        "loss, grad = m.feature_distill_fwd(s, t, None, None, None, 0, 1, 1e-8)\n"
+        "ref = ((s - t) ** 2).mean(1).sum()\n"
+        "print(m.__file__, float((loss - ref).abs()) < 1e-5, torch.allclose(grad, 2 * (s - t) / 33))\n"
+    )
+    out = _python(code, VKD_FAST_EXT_DIR=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    path, ok_loss, ok_grad = out.stdout.split()
+    assert path.startswith(str(tmp_path)) and ok_loss == "True" and ok_grad == "True"
+    assert "building it once" in out.stderr
+    again = _python(code, VKD_FAST_EXT_DIR=str(tmp_path))  # cached: no second build message
+    assert again.returncode == 0 and "building it once" not in again.stderr

@@ -1,0 +1,92 @@
+"""Backend selection for the fused ops.
+
+``auto``: CUDA tensors -> ``triton``; CPU tensors -> ``cpu`` (the C++ extension) when it loads,
+else ``reference``. An automatically chosen backend that is unavailable falls back (logged at debug
+level); a backend asked for by name -- as an argument or through ``VKD_FAST_BACKEND`` -- raises
+with the reason instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("vkd_fast")
+
+BACKENDS = ("auto", "triton", "cpu", "reference")
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def interpreter_on() -> bool:
+    """Whether the Triton interpreter is enabled (kernels run on CPU tensors; tests only)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def unavailable_reason(backend: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why ``backend`` cannot run on tensors of this device and dtype (``None`` if it can)."""
+    if backend == "reference":
+        return None
+    if dtype not in FUSED_DTYPES:
+        return f"the {backend} backend supports float32, bfloat16 and float16, got {dtype}"
+    if backend == "cpu":
+        if device.type != "cpu":
+            return f"the cpu backend needs CPU tensors, got device {device}"
+        from . import _ext
+
+        if _ext.load() is None:
+            return f"the C++ extension is unavailable: {_ext.CEXT_ERROR}"
+        return None
+    if backend == "triton":
+        if not triton_importable():
+            return "triton is not installed (pip install triton)"
+        if device.type == "cuda":
+            return None
+        if device.type == "cpu" and interpreter_on():
+            return None
+        return (
+            f"the triton backend needs CUDA tensors, got device {device} "
+            "(CPU tensors only run it under TRITON_INTERPRET=1, which is for tests)"
+        )
+    raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+
+
+def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The concrete backend to use for ``backend`` on tensors of this device and dtype.
+
+    A host-side decision (environment, installed packages, the extension): ``torch.compile`` runs it
+    once while tracing and keeps the answer as a constant.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    source = "argument backend"
+    if backend == "auto":
+        env = os.environ.get("VKD_FAST_BACKEND", "auto").strip().lower() or "auto"
+        if env not in BACKENDS:
+            raise ValueError(
+                f"environment variable VKD_FAST_BACKEND must be one of {', '.join(BACKENDS)}, got {env!r}"
+            )
+        backend, source = env, "VKD_FAST_BACKEND"
+    if backend != "auto":
+        reason = unavailable_reason(backend, device, dtype)
+        if reason is not None:
+            raise RuntimeError(f"backend {backend!r} (from {source}) cannot run: {reason}")
+        return backend
+    choice = "triton" if device.type == "cuda" else "cpu"
+    reason = unavailable_reason(choice, device, dtype)
+    if reason is None:
+        return choice
+    log.debug("vkd_fast: backend %r unavailable (%s); falling back to 'reference'", choice, reason)
+    return "reference"
+
+
+# What @torch.compiler.assume_constant_result does, without its cost: the public decorator imports
+# torch._dynamo (and with it triton) at `import vkd_fast`. Dynamo reads this marker when it traces a
+# call to `resolve`; tests/test_compile.py fails (fullgraph) if that ever stops working.
+resolve._dynamo_marked_constant = True  # type: ignore[attr-defined]
