@@ -1,5 +1,6 @@
 // Python bindings of the C++ extension vkd_fast._C (bindings only: the code lives beside).
 #include "feature_distill.h"
+#include "host_pool.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "vkd_fast C++ extension: fused CPU feature-distillation loss";
@@ -9,6 +10,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         pybind11::arg("weight"), pybind11::arg("metric"), pybind11::arg("reduction"),
         pybind11::arg("eps"), pybind11::arg("grad_out") = pybind11::none(),
         pybind11::call_guard<pybind11::gil_scoped_release>());
+  m.def("pool_stats", &vkd_fast::pool_stats,
+        "Host buffer pool: (free bytes, free blocks, live bytes, hits, misses)");
+  m.def("pool_trim", &vkd_fast::pool_trim, "Return the host buffer pool's free blocks to the OS");
   m.def("openmp_threads", []() { return at::get_num_threads(); },
         "Threads ATen's parallel_for uses (the fused kernel's parallelism)");
 }

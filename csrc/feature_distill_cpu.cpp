@@ -11,29 +11,66 @@
 // Output: row losses w l (fp32), reduced in double in row order (deterministic), and
 // grad[i] = w c dl/ds in the student's dtype; autograd's backward only scales it by grad_output.
 // Rows are split over ATen's OpenMP pool; the inner loops over D are `omp simd` with fp32
-// accumulation, and nothing is allocated beyond the gradient buffer and N row losses.
+// accumulation, and nothing is allocated beyond the gradient buffer (reused across steps from
+// host_pool.h, so a training step does not pay page faults for it) and N row losses.
 #include "feature_distill.h"
+#include "host_pool.h"
 
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <string>
 
 namespace vkd_fast {
 namespace {
 
+// Element access in fp32. bf16 goes through its bits: the widening is a shift and the narrowing a
+// branch-free round-to-nearest-even (NaN kept quiet), so the `omp simd` loops vectorise; c10's
+// BFloat16 conversions branch per element and do not.
+template <typename T>
+struct Elem {
+  using raw = T;
+  static inline float load(raw v) { return static_cast<float>(v); }
+  static inline raw store(float f) { return static_cast<raw>(f); }
+};
+
+template <>
+struct Elem<c10::BFloat16> {
+  using raw = uint16_t;
+  static inline float load(raw v) {
+    const uint32_t u = static_cast<uint32_t>(v) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  }
+  static inline raw store(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return f != f ? static_cast<raw>(0x7FC0) : static_cast<raw>(u >> 16);
+  }
+};
+
 template <typename scalar_t, int64_t METRIC>
-void fd_rows(const scalar_t* S, int64_t s_rs, const scalar_t* T, int64_t t_rs, const int64_t* ti,
-             const int64_t* si, const float* w, float* loss_rows, scalar_t* G, int64_t N, int64_t D,
+void fd_rows(const scalar_t* S_, int64_t s_rs, const scalar_t* T_, int64_t t_rs, const int64_t* ti,
+             const int64_t* si, const float* w, float* loss_rows, scalar_t* G_, int64_t N, int64_t D,
              float row_scale, float eps) {
+  using E = Elem<scalar_t>;
+  using raw = typename E::raw;
+  static_assert(sizeof(raw) == sizeof(scalar_t), "element views must have the element's size");
+  const raw* S = reinterpret_cast<const raw*>(S_);
+  const raw* T = reinterpret_cast<const raw*>(T_);
+  raw* G = reinterpret_cast<raw*>(G_);
   const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(D, 1));
   const float inv_d = 1.0f / static_cast<float>(D);
   at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const scalar_t* __restrict__ s = S + (si ? si[i] : i) * s_rs;
-      const scalar_t* __restrict__ t = T + (ti ? ti[i] : i) * t_rs;
-      scalar_t* __restrict__ g = G + i * D;
+      const raw* __restrict__ s = S + (si ? si[i] : i) * s_rs;
+      const raw* __restrict__ t = T + (ti ? ti[i] : i) * t_rs;
+      raw* __restrict__ g = G + i * D;
       const float wi = w ? w[i] : 1.0f;
       const float c = wi * row_scale;
       if constexpr (METRIC == kMSE) {
@@ -41,9 +78,9 @@ void fd_rows(const scalar_t* S, int64_t s_rs, const scalar_t* T, int64_t t_rs, c
         float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
         for (int64_t d = 0; d < D; ++d) {
-          const float diff = static_cast<float>(s[d]) - static_cast<float>(t[d]);
+          const float diff = E::load(s[d]) - E::load(t[d]);
           acc += diff * diff;
-          g[d] = static_cast<scalar_t>(diff * gs);
+          g[d] = E::store(diff * gs);
         }
         loss_rows[i] = wi * (acc * inv_d);
       } else if constexpr (METRIC == kSmoothL1) {
@@ -51,18 +88,18 @@ void fd_rows(const scalar_t* S, int64_t s_rs, const scalar_t* T, int64_t t_rs, c
         float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
         for (int64_t d = 0; d < D; ++d) {
-          const float diff = static_cast<float>(s[d]) - static_cast<float>(t[d]);
+          const float diff = E::load(s[d]) - E::load(t[d]);
           const float ad = std::fabs(diff);
           acc += ad < 1.0f ? 0.5f * diff * diff : ad - 0.5f;
-          g[d] = static_cast<scalar_t>(std::min(1.0f, std::max(-1.0f, diff)) * gs);
+          g[d] = E::store(std::min(1.0f, std::max(-1.0f, diff)) * gs);
         }
         loss_rows[i] = wi * (acc * inv_d);
       } else {  // cosine: a reduction pass, then the gradient pass (rows stay in cache)
         float dot = 0.0f, ss = 0.0f, tt = 0.0f;
 #pragma omp simd reduction(+ : dot, ss, tt)
         for (int64_t d = 0; d < D; ++d) {
-          const float a = static_cast<float>(s[d]);
-          const float b = static_cast<float>(t[d]);
+          const float a = E::load(s[d]);
+          const float b = E::load(t[d]);
           dot += a * b;
           ss += a * a;
           tt += b * b;
@@ -76,8 +113,7 @@ void fd_rows(const scalar_t* S, int64_t s_rs, const scalar_t* T, int64_t t_rs, c
         const float gsv = ns_raw > eps ? c * cosv / (ns * ns) : 0.0f;     // coefficient of s
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d) {
-          g[d] = static_cast<scalar_t>(gt * static_cast<float>(t[d]) +
-                                       gsv * static_cast<float>(s[d]));
+          g[d] = E::store(gt * E::load(t[d]) + gsv * E::load(s[d]));
         }
         loss_rows[i] = wi * (1.0f - cosv);
       }
@@ -159,7 +195,7 @@ std::tuple<torch::Tensor, torch::Tensor> feature_distill_fwd_cpu(
                 "feature_distill_fwd (cpu): grad_out must be a contiguous [", N, ", ", D, "] ",
                 student.scalar_type(), " tensor");
   } else {
-    grad = torch::empty({N, D}, student.options().memory_format(at::MemoryFormat::Contiguous));
+    grad = pooled_empty({N, D}, student.scalar_type());
   }
   auto loss_rows = torch::empty({N}, student.options().dtype(torch::kFloat));
   const float row_scale = (reduction == kMean && N > 0) ? 1.0f / static_cast<float>(N) : 1.0f;

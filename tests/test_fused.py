@@ -172,3 +172,45 @@ def test_cpu_kernel_is_deterministic_and_thread_count_independent():
             torch.set_num_threads(prev)
     for loss, grad in outs[1:]:
         assert torch.equal(loss, outs[0][0]) and torch.equal(grad, outs[0][1])
+
+
+def test_cpu_gradient_buffer_is_reused_across_steps_and_not_shared_while_alive():
+    from vkd_fast import _ext
+
+    ext = _ext.load()
+    ext.pool_trim()
+    t = torch.randn(600, 512)
+    s = torch.randn(600, 512, requires_grad=True)  # 1.2 MB gradient: pooled
+    vf.feature_distill_loss(s, t, backend="cpu").backward()
+    first = s.grad.data_ptr()
+    free0, blocks0, live0, hits0, misses0 = ext.pool_stats()
+    assert live0 >= 600 * 512 * 4 and misses0 >= 1
+    s2 = s.detach().clone().requires_grad_()
+    vf.feature_distill_loss(s2, t, backend="cpu").backward()
+    assert s2.grad.data_ptr() != first  # s.grad is alive: its buffer must not be handed out again
+    want = 2 * (s2.detach() - t) / (600 * 512)
+    torch.testing.assert_close(s.grad, want)
+    del s, s2
+    s3 = torch.randn(600, 512, requires_grad=True)
+    vf.feature_distill_loss(s3, t, backend="cpu").backward()
+    free1, blocks1, live1, hits1, misses1 = ext.pool_stats()
+    assert hits1 > hits0  # a freed buffer was reused
+    torch.testing.assert_close(s3.grad, 2 * (s3.detach() - t) / (600 * 512))
+    del s3
+    ext.pool_trim()
+    assert ext.pool_stats()[0] == 0
+
+
+def test_cpu_pool_can_be_disabled():
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, vkd_fast as vf\nfrom vkd_fast import _ext\n"
+        "s = torch.randn(600, 512, requires_grad=True)\n"
+        "vf.feature_distill_loss(s, torch.zeros(600, 512), backend='cpu').backward()\n"
+        "print(_ext.load().pool_stats())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
+                         env={**__import__("os").environ, "VKD_FAST_CPU_POOL": "0"})
+    assert out.stdout.strip() == "(0, 0, 0, 0, 0)"

@@ -57,6 +57,10 @@ def _setup_context(ctx, inputs, output):
     student, _target, _ti, student_index, _w, _metric, reduction, _backend = inputs
     _loss, grad = output
     ctx.save_for_backward(grad, student_index)
+    # The gradient buffer is an output only so that it can be saved; nothing differentiates it.
+    # Without this, autograd would materialise a zero [N, D] "gradient" for it in every backward.
+    ctx.mark_non_differentiable(grad)
+    ctx.set_materialize_grads(False)
     ctx.student_rows = student.shape[0]
     ctx.reduction = reduction
     ctx.consumed = False

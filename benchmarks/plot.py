@@ -1,0 +1,72 @@
+"""Plots benchmarks/results/*.csv (the latest run of each configuration) into PNG files beside them.
+
+    python benchmarks/plot.py
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def latest_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return []
+    last = max(r["date"] for r in rows)
+    host = next(r["host"] for r in rows if r["date"] == last)
+    # the latest run: rows of the newest date on that host, newest row per configuration
+    keep: dict[tuple, dict] = {}
+    for r in rows:
+        if r["host"] == host:
+            keep[(r["provider"], r["mode"], r["N"], r["D"], r["dtype"])] = r
+    return list(keep.values())
+
+
+def plot_feature_distill(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = [r for r in rows if r["mode"] == "full"]
+    cases = sorted({(int(r["N"]), int(r["D"]), r["dtype"]) for r in full})
+    providers = [p for p in ("eager", "compile", "cpu-fresh", "cpu", "triton") if any(r["provider"] == p for r in full)]
+    times = defaultdict(dict)
+    for r in full:
+        times[(int(r["N"]), int(r["D"]), r["dtype"])][r["provider"]] = float(r["median_ms"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cases) + 2), 4))
+    width = 0.8 / max(1, len(providers))
+    for i, p in enumerate(providers):
+        xs = [j + i * width for j in range(len(cases))]
+        ax.bar(xs, [times[c].get(p, 0.0) for c in cases], width, label=p)
+    ax.set_xticks([j + width * (len(providers) - 1) / 2 for j in range(len(cases))])
+    ax.set_xticklabels([f"N={n}\nD={d}\n{dt}" for n, d, dt in cases])
+    ax.set_yscale("log")
+    ax.set_ylabel("fwd+bwd time, ms (log)")
+    env = full[0]
+    ax.set_title(f"feature_distill_loss, full step — {env['device']}, {env['cores']} cores, torch {env['torch']}")
+    ax.legend()
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
+def main() -> int:
+    path = RESULTS / "feature_distill.csv"
+    if not path.exists():
+        print(f"no results at {path}; run benchmarks/bench_feature_distill.py first", file=sys.stderr)
+        return 1
+    plot_feature_distill(latest_rows(path), RESULTS / "feature_distill.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
