@@ -28,6 +28,7 @@ T = torch.randn(6, 8)
         ({"target_index": [0, 1, 2, 3, 4, 5]}, TypeError, r"target_index must be a torch.Tensor or None, got list"),
         ({"student_index": torch.tensor([0, 1, 9]), "target": T[:3]}, ValueError, r"student_index must hold row numbers in \[0, 6\), got student_index\[2\] = 9"),
         ({"student_index": torch.tensor([0.0, 1.0])}, TypeError, r"student_index must be int64 or int32, got torch.float32"),
+        ({"student_index": torch.zeros(6, 1, dtype=torch.long)}, ValueError, r"student_index must have shape \[N\], got \(6, 1\)"),
         ({"weight": torch.ones(5)}, ValueError, r"weight must have shape \[6\], got \(5,\)"),
         ({"weight": torch.ones(6, dtype=torch.long)}, TypeError, r"weight must be a floating-point tensor, got torch.int64"),
         ({"weight": torch.ones(6, requires_grad=True)}, ValueError, r"weight requires grad"),

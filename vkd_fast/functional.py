@@ -29,7 +29,7 @@ def _check_vector(name: str, x, n: int, device: torch.device, dtypes, what: str)
     if x.dtype not in dtypes:
         raise TypeError(f"{name} must be {what}, got {x.dtype}")
     if x.dim() != 1 or (n >= 0 and x.shape[0] != n):
-        raise ValueError(f"{name} must have shape [{n}], got {tuple(x.shape)}")
+        raise ValueError(f"{name} must have shape [{n if n >= 0 else 'N'}], got {tuple(x.shape)}")
     if x.device != device:
         raise ValueError(f"{name} must be on {device} like student, got {x.device}")
 
