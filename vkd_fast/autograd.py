@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from .ops import REDUCTION_CODE
+from .ops import METRICS, REDUCTION_CODE, REDUCTIONS
 
 _NONE = REDUCTION_CODE["none"]
-_METRICS = ("mse", "cosine", "smooth_l1")
-_REDUCTIONS = ("mean", "sum", "none")
 
 
-@torch.library.custom_op("vkd_fast::feature_distill_fwd", mutates_args=(), device_types=None)
+@torch.library.custom_op("vkd_fast::feature_distill_fwd", mutates_args=())
 def feature_distill_fwd(
     student: torch.Tensor,
     target: torch.Tensor,
@@ -32,7 +30,7 @@ def feature_distill_fwd(
     backend: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused forward: (loss fp32 [] or [N], grad [N, D] in student's dtype)."""
-    m, r = _METRICS[metric], _REDUCTIONS[reduction]
+    m, r = METRICS[metric], REDUCTIONS[reduction]
     if backend == "cpu":
         from .ops.cpu import feature_distill_fwd_cpu
 
