@@ -29,6 +29,12 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
+def summarize(times_ms: list[float]) -> dict:
+    """Median and spread (p10, p90) of a list of times in milliseconds."""
+    q = statistics.quantiles(times_ms, n=10) if len(times_ms) >= 2 else [times_ms[0]] * 9
+    return {"median_ms": statistics.median(times_ms), "p10_ms": q[0], "p90_ms": q[-1], "reps": len(times_ms)}
+
+
 def time_fn(fn, *, device="cpu", warmup: int = 3, reps: int = 15, min_seconds: float = 0.0) -> dict:
     """Median and spread (p10, p90) of ``fn()`` wall time in milliseconds."""
     for _ in range(warmup):
@@ -41,9 +47,7 @@ def time_fn(fn, *, device="cpu", warmup: int = 3, reps: int = 15, min_seconds: f
         fn()
         sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
-    return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1], "reps": len(times)}
+    return summarize(times)
 
 
 def _status_kib(field: str) -> int:

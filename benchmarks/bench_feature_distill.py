@@ -77,7 +77,15 @@ def check(fn, s0, t) -> None:
     torch.testing.assert_close(s.grad.float(), r.grad.float(), **tol)
 
 
-def bench_case(name, fn, s0, t, mode, device, reps):
+def make_inputs(n: int, d: int, dname: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded student (requires grad) and target of one benchmark case."""
+    g = torch.Generator().manual_seed(0)
+    s0 = torch.randn(n, d, generator=g).to(device=device, dtype=DTYPES[dname]).requires_grad_()
+    t = torch.randn(n, d, generator=g).to(device=device, dtype=DTYPES[dname])
+    return s0, t
+
+
+def bench_case(fn, s0, t, mode, device, reps):
     if mode == "forward":
         def step():
             fn(s0, t)
@@ -88,7 +96,6 @@ def bench_case(name, fn, s0, t, mode, device, reps):
             s0.grad = None
         return H.time_fn(step, device=device, reps=reps)
     # backward only: a fresh graph per repetition, built outside the timed region
-    import statistics
     import time
 
     times = []
@@ -101,8 +108,7 @@ def bench_case(name, fn, s0, t, mode, device, reps):
         if i >= 3:
             times.append((time.perf_counter() - t0) * 1e3)
         s0.grad = None
-    q = statistics.quantiles(times, n=10)
-    return {"median_ms": statistics.median(times), "p10_ms": q[0], "p90_ms": q[-1], "reps": len(times)}
+    return H.summarize(times)
 
 
 def peak_extra(provider: str, n: int, d: int, dname: str, device: torch.device) -> int | None:
@@ -130,9 +136,7 @@ def _peak_child(provider: str, n: int, d: int, dname: str, device: torch.device)
     import json
 
     fn = make_providers(device, quiet=True)[provider]
-    g = torch.Generator().manual_seed(0)
-    s0 = torch.randn(n, d, generator=g).to(device=device, dtype=DTYPES[dname]).requires_grad_()
-    t = torch.randn(n, d, generator=g).to(device=device, dtype=DTYPES[dname])
+    s0, t = make_inputs(n, d, dname, device)
 
     def step():
         fn(s0, t).backward()
@@ -171,15 +175,13 @@ def main(argv=None) -> int:
     rows, results = [], {}
     for n, d in shapes:
         for dname in dtypes:
-            g = torch.Generator().manual_seed(0)
-            s0 = torch.randn(n, d, generator=g).to(device=device, dtype=DTYPES[dname]).requires_grad_()
-            t = torch.randn(n, d, generator=g).to(device=device, dtype=DTYPES[dname])
+            s0, t = make_inputs(n, d, dname, device)
             elt = s0.element_size()
             grad_bytes = n * d * elt
             for pname, fn in providers.items():
                 check(fn, s0, t)
                 for mode in modes:
-                    r = bench_case(pname, fn, s0, t, mode, device, args.reps)
+                    r = bench_case(fn, s0, t, mode, device, args.reps)
                     moved = {"forward": 2, "backward": 1, "full": 3}[mode] * n * d * elt
                     row = {
                         "bench": "feature_distill", "provider": pname, "mode": mode, "N": n, "D": d,

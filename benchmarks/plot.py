@@ -20,7 +20,7 @@ def latest_rows(path: Path) -> list[dict]:
         return []
     last = max(r["date"] for r in rows)
     host = next(r["host"] for r in rows if r["date"] == last)
-    # the latest run: rows of the newest date on that host, newest row per configuration
+    # the host of the newest run, and there the newest row of each configuration
     keep: dict[tuple, dict] = {}
     for r in rows:
         if r["host"] == host:

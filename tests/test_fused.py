@@ -202,6 +202,7 @@ def test_cpu_gradient_buffer_is_reused_across_steps_and_not_shared_while_alive()
 
 
 def test_cpu_pool_can_be_disabled():
+    import os
     import subprocess
     import sys
 
@@ -212,5 +213,5 @@ def test_cpu_pool_can_be_disabled():
         "print(_ext.load().pool_stats())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,
-                         env={**__import__("os").environ, "VKD_FAST_CPU_POOL": "0"})
+                         env={**os.environ, "VKD_FAST_CPU_POOL": "0"})
     assert out.stdout.strip() == "(0, 0, 0, 0, 0)"
