@@ -8,11 +8,14 @@ with the reason instead.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
 
 import torch
+
+from .ops import check_choice
 
 log = logging.getLogger("vkd_fast")
 
@@ -25,6 +28,7 @@ def interpreter_on() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+@functools.cache  # resolve() runs on every call; the answer cannot change within a process
 def triton_importable() -> bool:
     return importlib.util.find_spec("triton") is not None
 
@@ -54,7 +58,8 @@ def unavailable_reason(backend: str, device: torch.device, dtype: torch.dtype) -
             f"the triton backend needs CUDA tensors, got device {device} "
             "(CPU tensors only run it under TRITON_INTERPRET=1, which is for tests)"
         )
-    raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
+    raise ValueError("unavailable_reason() needs a concrete backend, not 'auto' (see resolve())")
 
 
 def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -63,15 +68,11 @@ def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     A host-side decision (environment, installed packages, the extension): ``torch.compile`` runs it
     once while tracing and keeps the answer as a constant.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    check_choice("backend", backend, BACKENDS)
     source = "argument backend"
     if backend == "auto":
         env = os.environ.get("VKD_FAST_BACKEND", "auto").strip().lower() or "auto"
-        if env not in BACKENDS:
-            raise ValueError(
-                f"environment variable VKD_FAST_BACKEND must be one of {', '.join(BACKENDS)}, got {env!r}"
-            )
+        check_choice("environment variable VKD_FAST_BACKEND", env, BACKENDS)
         backend, source = env, "VKD_FAST_BACKEND"
     if backend != "auto":
         reason = unavailable_reason(backend, device, dtype)

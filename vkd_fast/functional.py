@@ -7,7 +7,7 @@ import os
 import torch
 
 from . import _backend
-from .ops import METRIC_CODE, METRICS, REDUCTION_CODE, REDUCTIONS
+from .ops import METRIC_CODE, METRICS, REDUCTION_CODE, REDUCTIONS, check_choice
 from .ops.reference import feature_distill_reference
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
@@ -107,10 +107,8 @@ def feature_distill_loss(
             "target requires grad, but the loss treats targets (teacher features, anchors) as constants; "
             "pass target.detach()"
         )
-    if metric not in METRIC_CODE:
-        raise ValueError(f"metric must be one of {', '.join(map(repr, METRICS))}, got {metric!r}")
-    if reduction not in REDUCTION_CODE:
-        raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
+    check_choice("metric", metric, METRICS)
+    check_choice("reduction", reduction, REDUCTIONS)
     device = student.device
     ranges: list[tuple[str, torch.Tensor, int]] = []
     if student_index is not None:

@@ -7,7 +7,7 @@ from torch import nn
 
 from ._backend import BACKENDS
 from .functional import feature_distill_loss
-from .ops import METRICS, REDUCTIONS
+from .ops import METRICS, REDUCTIONS, check_choice
 
 
 class FeatureDistillLoss(nn.Module):
@@ -19,12 +19,9 @@ class FeatureDistillLoss(nn.Module):
 
     def __init__(self, metric: str = "mse", reduction: str = "mean", backend: str = "auto") -> None:
         super().__init__()
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(map(repr, METRICS))}, got {metric!r}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        check_choice("metric", metric, METRICS)
+        check_choice("reduction", reduction, REDUCTIONS)
+        check_choice("backend", backend, BACKENDS)
         self.metric, self.reduction, self.backend = metric, reduction, backend
 
     def forward(

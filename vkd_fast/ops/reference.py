@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import COSINE_EPS
+from . import COSINE_EPS, METRICS, REDUCTIONS, check_choice
 
 
 def row_losses(s: torch.Tensor, t: torch.Tensor, metric: str, eps: float = COSINE_EPS) -> torch.Tensor:
@@ -23,7 +23,8 @@ def row_losses(s: torch.Tensor, t: torch.Tensor, metric: str, eps: float = COSIN
         ns = torch.linalg.vector_norm(s, dim=1).clamp_min(eps)
         nt = torch.linalg.vector_norm(t, dim=1).clamp_min(eps)
         return 1.0 - (s * t).sum(dim=1) / (ns * nt)
-    raise ValueError(f"metric must be one of 'mse', 'cosine', 'smooth_l1', got {metric!r}")
+    check_choice("metric", metric, METRICS)
+    raise AssertionError(f"metric {metric!r} is listed in METRICS but has no formula here")
 
 
 def feature_distill_reference(
@@ -53,4 +54,5 @@ def feature_distill_reference(
         return total / rows.shape[0]
     if reduction == "sum":
         return total
-    raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    check_choice("reduction", reduction, REDUCTIONS)
+    raise AssertionError(f"reduction {reduction!r} is listed in REDUCTIONS but has no rule here")
