@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_feature_distill.py --quick
+	$(PY) benchmarks/bench_cache.py --quick
 	$(PY) benchmarks/plot.py
 
 clean:

@@ -73,6 +73,7 @@ def test_doctor_reports_environment():
     assert report["loss_backends"]["cpu@cpu"] == "ok"
     assert report["triton_interpreter"] is True  # conftest turned it on, the child inherits it
     assert report["loss_backends"]["triton@cpu"] == "ok"
+    assert report["cache_backends"] == {"cext": "ok", "torch": "ok", "pinned_memory": "off (no CUDA device)"}
 
 
 def test_doctor_human_output_and_disabled_extension():
@@ -83,6 +84,7 @@ def test_doctor_human_output_and_disabled_extension():
     assert "auto@cpu             reference" in out.stdout
     assert "triton interpreter     off" in out.stdout
     assert "needs CUDA tensors" in out.stdout
+    assert "cext                 unavailable: disabled by VKD_FAST_SKIP_CEXT=1" in out.stdout
 
 
 @pytest.mark.slow

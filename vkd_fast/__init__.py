@@ -5,7 +5,8 @@ The import is lean: it loads torch but not triton, not transformers and not the 
 """
 
 from ._version import __version__
+from .cache import ActivationCache
 from .functional import feature_distill_loss
 from .nn import FeatureDistillLoss
 
-__all__ = ["FeatureDistillLoss", "__version__", "feature_distill_loss"]
+__all__ = ["ActivationCache", "FeatureDistillLoss", "__version__", "feature_distill_loss"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
@@ -61,14 +60,11 @@ def doctor_report() -> dict:
         except (RuntimeError, ValueError) as exc:
             loss[f"auto@{dev.type}"] = f"error: {exc}"
     report["loss_backends"] = loss
-    if importlib.util.find_spec("vkd_fast.cache") is None:
-        report["cache_backends"] = {"ActivationCache": "not part of this version yet"}
-    else:
-        report["cache_backends"] = {
-            "cext": "ok" if module is not None else f"unavailable: {_ext.CEXT_ERROR}",
-            "torch": "ok",
-            "pinned_memory": "on" if report["cuda_available"] else "off (no CUDA device)",
-        }
+    report["cache_backends"] = {
+        "cext": "ok" if module is not None else f"unavailable: {_ext.CEXT_ERROR}",
+        "torch": "ok",
+        "pinned_memory": "on (CUDA available)" if report["cuda_available"] else "off (no CUDA device)",
+    }
     report["env"] = {
         k: os.environ[k]
         for k in ("VKD_FAST_BACKEND", "VKD_FAST_SKIP_CEXT", "VKD_FAST_NO_JIT", "VKD_FAST_EXT_DIR",
