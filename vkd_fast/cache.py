@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 
 from . import _ext
+from .ops import check_choice
 
 __all__ = ["ActivationCache", "CacheFormatError", "PrefetchHandle"]
 
@@ -298,8 +299,7 @@ class ActivationCache:
                 raise ValueError(f"capacity_bytes must be >= 0 or None, got {capacity_bytes}")
         if isinstance(slab_bytes, bool) or not isinstance(slab_bytes, int) or slab_bytes <= 0:
             raise ValueError(f"slab_bytes must be a positive int, got {slab_bytes!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+        check_choice("backend", backend, BACKENDS)
         cuda = torch.cuda.is_available()
         if pin_memory and not cuda:
             raise ValueError("pin_memory=True needs a CUDA device (pinned host memory is a CUDA facility)")
