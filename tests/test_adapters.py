@@ -1,0 +1,258 @@
+"""Adapters on tiny random models of the real transformers classes (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+import vkd_fast as vf
+import vkd_fast.adapters as A
+
+from . import _tiny_models as T
+
+
+def _llava_inputs(adapter, n_images=2):
+    g = torch.Generator().manual_seed(1)
+    return {"pixel_values": torch.randn(n_images, 3, 32, 32, generator=g)}
+
+
+def _llava_next_inputs(adapter, n_images=2):
+    g = torch.Generator().manual_seed(1)
+    sizes = torch.tensor([[32, 64], [32, 32], [64, 64]][:n_images])
+    return {"pixel_values": torch.randn(n_images, 5, 3, 32, 32, generator=g), "image_sizes": sizes}
+
+
+def _llava_reference(model, inputs):
+    out = model.model.get_image_features(vision_feature_layer=model.config.vision_feature_layer,
+                                         vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+                                         **inputs)
+    return torch.cat(list(out.pooler_output))
+
+
+FAMILIES = {
+    "llava": (T.tiny_llava, _llava_inputs, _llava_reference),
+    "llava_next": (T.tiny_llava_next, _llava_next_inputs, _llava_reference),
+}
+
+
+@pytest.fixture(params=sorted(FAMILIES), scope="module")
+def family(request):
+    build, make_inputs, reference = FAMILIES[request.param]
+    model = build()
+    return request.param, model, make_inputs, reference
+
+
+def _prompt_ids(adapter, counts, text_before=(1, 5), text_after=(7, 8)):
+    """input_ids [n_images, L]: one image per row, some text around it (left-padded to one length)."""
+    rows = [list(text_before) + [adapter.image_token_id] * n + list(text_after) for n in counts]
+    width = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.tensor(r)
+        mask[i, width - len(r):] = 1
+    return ids, mask
+
+
+def test_registry_and_errors():
+    assert {"llava", "llava_next"} <= set(A.supported_model_types())
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    lm = LlamaForCausalLM(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, vocab_size=32))
+    with pytest.raises(ValueError, match=r"no vkd_fast adapter for model_type 'llama'.*supported: .*llava.*register_adapter"):
+        A.get_adapter(lm)
+
+    class MyAdapter(A.LlavaAdapter):
+        pass
+
+    A.register_adapter("llama_custom_test", MyAdapter)
+    try:
+        lm.config.model_type = "llama_custom_test"
+        assert isinstance(A.get_adapter(lm), MyAdapter)
+    finally:
+        A.registry._REGISTRY.pop("llama_custom_test")
+    with pytest.raises(TypeError, match="subclass of vkd_fast.adapters.VisualAdapter"):
+        A.register_adapter("x", object)
+
+
+def test_tap_errors(family):
+    _, model, make_inputs, _ = family
+    ad = A.get_adapter(model)
+    inputs = make_inputs(ad)
+    for bad in ("proj", "vision", "vision:x", "llm:0", "text:1", 3):
+        with pytest.raises(ValueError, match="tap must be|tap 'llm:0'"):
+            ad.visual_features(tap=bad, **inputs)
+    with pytest.raises(ValueError, match=r"tap 'vision:4': the vision tower has 4 blocks, so the block index must be in \[-4, 3\]"):
+        ad.visual_features(tap="vision:4", **inputs)
+    with pytest.raises(ValueError, match=r"tap 'llm:4': the language model has 3 layers, so j must be in \[1, 3\]"):
+        ad.visual_features(tap="llm:4", **inputs)
+    with pytest.raises(ValueError, match="needs input_ids"):
+        ad.visual_features(tap="llm:1", **inputs)
+    with pytest.raises(ValueError, match="trainable must be"):
+        ad.set_trainable("vision")
+
+
+def test_projector_tap_equals_model_features_and_runs_no_llm(family):
+    _, model, make_inputs, reference = family
+    ad = A.get_adapter(model)
+    inputs = make_inputs(ad)
+    with torch.no_grad(), A.count_calls(ad.llm_layers) as llm_calls, A.count_calls(ad.vision_blocks) as vit_calls:
+        feats, offsets = ad.visual_features(**inputs)
+    assert llm_calls == []  # the projector tap never runs the language model
+    assert sorted(set(vit_calls)) == list(range(ad.feature_block + 1))  # the ViT stops at the feature block
+    with torch.no_grad():
+        ref = reference(model, inputs)
+    assert torch.equal(feats, ref)  # truncated ViT: bit-equal features
+    assert offsets.tolist()[-1] == feats.shape[0] and offsets.tolist()[1:] == torch.tensor(
+        ad.num_image_tokens(**inputs)).cumsum(0).tolist()
+    assert feats.shape[1] == model.config.text_config.hidden_size
+
+
+def test_vision_tap_shapes(family):
+    _, model, make_inputs, _ = family
+    ad = A.get_adapter(model)
+    inputs = make_inputs(ad)
+    for tap, block in (("vision:0", 0), ("vision:-1", len(ad.vision_blocks) - 1)):
+        with torch.no_grad(), A.count_calls(ad.vision_blocks) as calls:
+            feats, offsets = ad.visual_features(tap=tap, **inputs)
+        assert max(calls) == block
+        assert feats.shape[1] == model.config.vision_config.hidden_size
+        assert offsets[-1] == feats.shape[0] and len(offsets) == len(inputs["pixel_values"]) + 1
+
+
+def test_llm_tap_equals_hidden_states_and_runs_j_layers(family):
+    _, model, make_inputs, _ = family
+    ad = A.get_adapter(model)
+    inputs = make_inputs(ad)
+    counts = ad.num_image_tokens(**inputs)
+    ids, mask = _prompt_ids(ad, counts)
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, **inputs)
+    depth = len(ad.llm_layers)
+    img = ids == ad.image_token_id
+    for j in range(1, depth + 1):
+        with torch.no_grad(), A.count_calls(ad.llm_layers) as calls:
+            feats, offsets = ad.visual_features(tap=f"llm:{j}", input_ids=ids, attention_mask=mask, **inputs)
+        assert sorted(set(calls)) == list(range(j)) and len(calls) == j
+        want = full.hidden_states[j][img]
+        if j == depth:  # the last hidden_states entry already has the final norm applied
+            feats = ad.language_model.norm(feats)
+        torch.testing.assert_close(feats, want, rtol=1e-5, atol=1e-5)
+        assert offsets.tolist()[1:] == torch.tensor(counts).cumsum(0).tolist()
+    neg, _ = ad.visual_features(tap="llm:-1", input_ids=ids, attention_mask=mask, **inputs)
+    last, _ = ad.visual_features(tap=f"llm:{depth}", input_ids=ids, attention_mask=mask, **inputs)
+    assert torch.equal(neg, last)
+
+
+def _expected_counts(ad, spec, tap="projector"):
+    """Parameter counts of a trainable set, derived from the module layout independently."""
+    proj = sum(p.numel() for m in ad.projector_modules for p in m.parameters())
+    if hasattr(ad, "_newline"):
+        proj += ad._newline().numel()
+    fb = ad.feature_block
+    blocks = [sum(p.numel() for p in b.parameters()) for b in ad.vision_blocks]
+    stem = sum(p.numel() for p in ad.vision_tower.parameters()) - sum(blocks)
+    stem -= sum(p.numel() for n, p in ad.vision_tower.named_parameters() if "post_layernorm" in n)
+    if spec == "projector":
+        return proj
+    if spec.startswith("projector+vision_last:"):
+        k = int(spec.split(":")[1])
+        return proj + sum(blocks[fb - k + 1: fb + 1])
+    return proj + stem + sum(blocks[: fb + 1])
+
+
+@pytest.mark.parametrize("spec", ["projector", "projector+vision_last:1", "projector+vision_last:2", "vision+projector"])
+def test_trainable_sets_exact_counts_and_nonzero_gradients(family, spec):
+    name, _, make_inputs, _ = family
+    model = FAMILIES[name][0]()  # fresh: set_trainable changes requires_grad
+    ad = A.get_adapter(model)
+    summary = ad.set_trainable(spec)
+    assert summary["trainable"] == _expected_counts(ad, spec)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(summary["names"])
+    assert summary["total"] == sum(p.numel() for p in model.parameters())
+    assert not any(".language_model." in n or n.startswith("lm_head") for n in trainable)
+    assert not any("post_layernorm" in n for n in trainable)  # never influences the features
+    later = [f"layers.{b}." for b in range(ad.feature_block + 1, len(ad.vision_blocks))]
+    assert not any(tag in n for n in trainable for tag in later)  # blocks after the feature layer
+    feats, _ = ad.visual_features(**make_inputs(ad))
+    loss = vf.feature_distill_loss(feats, torch.randn_like(feats).detach())
+    loss.backward()
+    dead = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert dead == []
+
+
+def test_vision_tap_trainable_set_excludes_projector_and_later_blocks(family):
+    name = family[0]
+    model = FAMILIES[name][0]()
+    ad = A.get_adapter(model)
+    summary = ad.set_trainable("vision+projector", tap="vision:1")
+    assert not any("multi_modal_projector" in n or "image_newline" in n for n in summary["names"])
+    assert any("layers.1." in n for n in summary["names"]) and not any("layers.2." in n for n in summary["names"])
+    with pytest.raises(ValueError, match="has no parameter that influences tap 'vision:1'"):
+        ad.set_trainable("projector", tap="vision:1")
+
+
+def test_text_logits_bit_identical_after_visual_changes(family):
+    name, _, _, _ = family
+    model = FAMILIES[name][0]()
+    ad = A.get_adapter(model)
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9], [1, 9, 8, 7, 6, 5]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        before = ad.text_logits(ids, mask)
+        ad.set_trainable("vision+projector")
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+        after = ad.text_logits(ids, mask)
+    assert torch.equal(before, after)
+
+
+def test_lora_on_trainable_modules_only(family):
+    name, _, make_inputs, _ = family
+    model = FAMILIES[name][0]()
+    ad = A.get_adapter(model)
+    summary = ad.set_trainable("projector+vision_last:1", lora={"r": 4, "lora_alpha": 8})
+    assert summary["lora"] and summary["names"] and all("lora_" in n for n in summary["names"])
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable == summary["names"]
+    assert all(("multi_modal_projector" in n) or (f"layers.{ad.feature_block}." in n) for n in trainable)
+    feats, _ = ad.visual_features(**make_inputs(ad))
+    vf.feature_distill_loss(feats, torch.randn_like(feats).detach()).backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n)
+
+
+def test_save_pretrained_round_trip(family, tmp_path):
+    name, model, make_inputs, _ = family
+    ad = A.get_adapter(model)
+    inputs = make_inputs(ad)
+    model.save_pretrained(tmp_path)
+    cls = type(model)
+    loaded = cls.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        a, _ = ad.visual_features(**inputs)
+        b, _ = A.get_adapter(loaded).visual_features(**inputs)
+    assert torch.equal(a, b)
+
+
+def test_preprocess_and_prompt(family):
+    name, model, _, _ = family
+    ad = A.get_adapter(model)
+    g = torch.Generator().manual_seed(0)
+    images = [Image.fromarray((torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy()) for h, w in
+              ((40, 50), (32, 32))]
+    inputs = ad.preprocess(images)
+    with torch.no_grad():
+        feats, offsets = ad.visual_features(**inputs)
+    counts = ad.num_image_tokens(**inputs)
+    assert offsets.diff().tolist() == counts
+    tok = T.tiny_tokenizer()
+    text = ad.prompt(tok, "what is the job of this person ?", n_image_tokens=counts[0])
+    ids = tok(text, return_tensors="pt").input_ids
+    assert int((ids == ad.image_token_id).sum()) == counts[0]
+    text_only = ad.prompt(tok, "what is the job of mira tolvan ?")
+    assert "<image>" not in text_only and "mira" in text_only
+    assert ad.prompt(tok, "what is the job of this person ?", n_image_tokens=1, answer="baker").endswith("baker")

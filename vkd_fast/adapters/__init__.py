@@ -1,0 +1,18 @@
+"""Model adapters: one file per MLLM family, behind :class:`VisualAdapter`.
+
+``get_adapter(model)`` picks the adapter by ``model.config.model_type``; ``register_adapter`` adds a
+custom architecture. transformers is not imported here: adapters only use the model's modules.
+"""
+
+from .base import Tap, VisualAdapter, count_calls, run_until
+from .llava import LlavaAdapter
+from .llava_next import LlavaNextAdapter
+from .registry import get_adapter, register_adapter, supported_model_types
+
+register_adapter("llava", LlavaAdapter)
+register_adapter("llava_next", LlavaNextAdapter)
+
+__all__ = [
+    "LlavaAdapter", "LlavaNextAdapter", "Tap", "VisualAdapter", "count_calls", "get_adapter",
+    "register_adapter", "run_until", "supported_model_types",
+]
