@@ -26,8 +26,10 @@ $(STAMP): $(PY) pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PY) -c "import torch, vkd_fast._C; print('vkd_fast: C++ extension built')"
 	touch $@
 
+# The pytest script, not `python -m pytest`: -m would put the repo root on sys.path, where the
+# top-level folder kernels/ would shadow the PyPI package of that name for transformers' checks.
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check vkd_fast kernels tests benchmarks setup.py

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import _tiny_models as T
 import pytest
 import torch
 from PIL import Image
 
 import vkd_fast as vf
 import vkd_fast.adapters as A
-
-from . import _tiny_models as T
 
 
 def _llava_inputs(adapter, n_images=2):

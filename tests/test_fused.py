@@ -2,13 +2,12 @@
 
 import pytest
 import torch
+from _cases import DTYPES, INDEX_MODES, METRICS, REDUCTIONS, check_against_oracle, make_case, run, to64
 
 import vkd_fast as vf
 from vkd_fast.ops.cpu import feature_distill_fwd_cpu
 from vkd_fast.ops.reference import feature_distill_reference
 from vkd_fast.ops.triton_launch import feature_distill_fwd_triton
-
-from ._cases import DTYPES, INDEX_MODES, METRICS, REDUCTIONS, check_against_oracle, make_case, run, to64
 
 FUSED = ("cpu", "triton")
 

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
+from _cases import INDEX_MODES, METRICS, REDUCTIONS, make_case, to64
 
 from vkd_fast.ops.reference import feature_distill_reference
-
-from ._cases import INDEX_MODES, METRICS, REDUCTIONS, make_case, to64
 
 
 def naive_loss(student, target, target_index, student_index, weight, metric, reduction):
