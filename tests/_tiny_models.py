@@ -34,18 +34,56 @@ def tiny_llava_next():
     return LlavaNextForConditionalGeneration(cfg).eval()
 
 
-def tiny_tokenizer(image_token: str = "<image>", image_token_id: int = IMAGE_TOKEN, extra: tuple[str, ...] = ()):
-    """A word-level tokenizer whose ``image_token`` has the id the tiny models use."""
+QWEN_IMAGE, QWEN_VIDEO, QWEN_VSTART, QWEN_VEND = 296, 297, 294, 295
+_QWEN_TEXT = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=512,
+                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+_QWEN_SPECIAL = dict(image_token_id=QWEN_IMAGE, video_token_id=QWEN_VIDEO, vision_start_token_id=QWEN_VSTART,
+                     vision_end_token_id=QWEN_VEND)
+
+
+def tiny_qwen2_vl():
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    cfg = Qwen2VLConfig(text_config=dict(_QWEN_TEXT),
+                        vision_config=dict(depth=3, embed_dim=32, num_heads=4, mlp_ratio=2, hidden_size=64,
+                                           in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+                        **_QWEN_SPECIAL)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return Qwen2VLForConditionalGeneration(cfg).eval()
+
+
+def tiny_qwen2_5_vl():
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    cfg = Qwen2_5_VLConfig(text_config=dict(_QWEN_TEXT),
+                           vision_config=dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=4,
+                                              out_hidden_size=64, in_channels=3, patch_size=14, spatial_merge_size=2,
+                                              temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1, 3]),
+                           **_QWEN_SPECIAL)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return Qwen2_5_VLForConditionalGeneration(cfg).eval()
+
+
+def tiny_tokenizer(specials: dict[str, int] | None = None):
+    """A word-level tokenizer whose special tokens (default: LLaVA's ``<image>``) have the ids the tiny
+    models use; special tokens are matched before whitespace splitting, as in real tokenizers."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = ["<unk>", "<s>", "</s>", "USER:", "ASSISTANT:", "what", "is", "the", "job", "of", "this", "person", "?",
-             "mira", "tolvan", "baker", "pilot"]
+    specials = specials or {"<image>": IMAGE_TOKEN}
+    words = ["<unk>", "<s>", "</s>", "USER:", "ASSISTANT:", "user", "assistant", "what", "is", "the", "job", "of",
+             "this", "person", "?", "mira", "tolvan", "baker", "pilot"]
     vocab = {w: i for i, w in enumerate(words)}
-    for w in extra:
-        vocab.setdefault(w, len(vocab))
-    vocab[image_token] = image_token_id
+    vocab.update(specials)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   additional_special_tokens=[image_token])
+                                   additional_special_tokens=list(specials))
+
+
+QWEN_SPECIAL_TOKENS = {"<|image_pad|>": QWEN_IMAGE, "<|video_pad|>": QWEN_VIDEO, "<|vision_start|>": QWEN_VSTART,
+                       "<|vision_end|>": QWEN_VEND, "<|im_start|>": 290, "<|im_end|>": 291}

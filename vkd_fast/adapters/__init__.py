@@ -7,12 +7,16 @@ custom architecture. transformers is not imported here: adapters only use the mo
 from .base import Tap, VisualAdapter, count_calls, run_until
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
+from .qwen2_5_vl import Qwen2_5_VLAdapter
+from .qwen2_vl import Qwen2VLAdapter
 from .registry import get_adapter, register_adapter, supported_model_types
 
 register_adapter("llava", LlavaAdapter)
 register_adapter("llava_next", LlavaNextAdapter)
+register_adapter("qwen2_vl", Qwen2VLAdapter)
+register_adapter("qwen2_5_vl", Qwen2_5_VLAdapter)
 
 __all__ = [
-    "LlavaAdapter", "LlavaNextAdapter", "Tap", "VisualAdapter", "count_calls", "get_adapter",
-    "register_adapter", "run_until", "supported_model_types",
+    "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "VisualAdapter",
+    "count_calls", "get_adapter", "register_adapter", "run_until", "supported_model_types",
 ]
