@@ -10,6 +10,11 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.vkd_fast-installed
+# A second, small venv with the oldest transformers line we support, for the adapter tests only
+# (the package is used from the source tree; the C++ extension is not needed there).
+COMPAT_VENV ?= .venv-compat
+COMPAT_TRANSFORMERS ?= transformers>=4.57,<4.58
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
 
 .PHONY: install test lint bench bench-plot clean
 
@@ -28,8 +33,17 @@ $(STAMP): $(PY) pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 
 # The pytest script, not `python -m pytest`: -m would put the repo root on sys.path, where the
 # top-level folder kernels/ would shadow the PyPI package of that name for transformers' checks.
-test: $(STAMP)
+test: $(STAMP) $(COMPAT_STAMP)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	@echo "== adapter tests against $(COMPAT_TRANSFORMERS), the oldest supported line =="
+	PYTHONPATH=$(CURDIR) VKD_FAST_SKIP_CEXT=1 $(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider tests/test_adapters.py
+
+
+$(COMPAT_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
+	$(COMPAT_VENV)/bin/python -m pip install -q "$(COMPAT_TRANSFORMERS)" "peft>=0.13" pillow safetensors "pytest>=8"
+	touch $@
 
 lint: $(STAMP)
 	$(PY) -m ruff check vkd_fast kernels tests benchmarks setup.py
@@ -40,4 +54,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/plot.py
 
 clean:
-	rm -rf build *.egg-info vkd_fast/_C*.so .pytest_cache
+	rm -rf build *.egg-info vkd_fast/_C*.so .pytest_cache .venv-compat

@@ -36,9 +36,19 @@ def tiny_llava_next():
 
 QWEN_IMAGE, QWEN_VIDEO, QWEN_VSTART, QWEN_VEND = 296, 297, 294, 295
 _QWEN_TEXT = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                  num_key_value_heads=2, max_position_embeddings=512,
-                  rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                  bos_token_id=1, eos_token_id=2, pad_token_id=0)
+                  num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+def _qwen_text():
+    """M-RoPE sections must sum to head_dim / 2 (= 8 here); transformers 5 calls the field
+    rope_parameters, 4.5x rope_scaling."""
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        rope = {"rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}}
+    else:
+        rope = {"rope_theta": 10000.0, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
+    return {**_QWEN_TEXT, **rope}
 _QWEN_SPECIAL = dict(image_token_id=QWEN_IMAGE, video_token_id=QWEN_VIDEO, vision_start_token_id=QWEN_VSTART,
                      vision_end_token_id=QWEN_VEND)
 
@@ -46,7 +56,7 @@ _QWEN_SPECIAL = dict(image_token_id=QWEN_IMAGE, video_token_id=QWEN_VIDEO, visio
 def tiny_qwen2_vl():
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    cfg = Qwen2VLConfig(text_config=dict(_QWEN_TEXT),
+    cfg = Qwen2VLConfig(text_config=_qwen_text(),
                         vision_config=dict(depth=3, embed_dim=32, num_heads=4, mlp_ratio=2, hidden_size=64,
                                            in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
                         **_QWEN_SPECIAL)
@@ -58,7 +68,7 @@ def tiny_qwen2_vl():
 def tiny_qwen2_5_vl():
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    cfg = Qwen2_5_VLConfig(text_config=dict(_QWEN_TEXT),
+    cfg = Qwen2_5_VLConfig(text_config=_qwen_text(),
                            vision_config=dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=4,
                                               out_hidden_size=64, in_channels=3, patch_size=14, spatial_merge_size=2,
                                               temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1, 3]),

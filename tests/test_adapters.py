@@ -22,11 +22,17 @@ def _llava_next_inputs(adapter, n_images=2):
     return {"pixel_values": torch.randn(n_images, 5, 3, 32, 32, generator=g), "image_sizes": sizes}
 
 
+def _features(out):
+    """get_image_features returns the per-image features (transformers 4.5x) or an output whose
+    pooler_output holds them (5.x)."""
+    out = getattr(out, "pooler_output", out)
+    return torch.cat(list(out)) if isinstance(out, (list, tuple)) else out
+
+
 def _llava_reference(model, inputs):
-    out = model.model.get_image_features(vision_feature_layer=model.config.vision_feature_layer,
-                                         vision_feature_select_strategy=model.config.vision_feature_select_strategy,
-                                         **inputs)
-    return torch.cat(list(out.pooler_output))
+    return _features(model.model.get_image_features(
+        vision_feature_layer=model.config.vision_feature_layer,
+        vision_feature_select_strategy=model.config.vision_feature_select_strategy, **inputs))
 
 
 def _qwen_inputs(adapter, n_images=2):
@@ -37,7 +43,7 @@ def _qwen_inputs(adapter, n_images=2):
 
 
 def _qwen_reference(model, inputs):
-    return torch.cat(list(model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]).pooler_output))
+    return _features(model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"]))
 
 
 FAMILIES = {
