@@ -179,6 +179,11 @@ def test_llm_tap_equals_hidden_states_and_runs_j_layers(family):
             feats = ad.language_model.norm(feats)
         torch.testing.assert_close(feats, want, rtol=1e-5, atol=1e-5)
         assert offsets.tolist()[1:] == torch.tensor(counts).cumsum(0).tolist()
+    # the same rows through visual_token_positions, as a student_index into flattened hidden states
+    rows = ad.visual_token_positions(ids)
+    flat = full.hidden_states[1].reshape(-1, full.hidden_states[1].shape[-1])
+    first, _ = ad.visual_features(tap="llm:1", input_ids=ids, attention_mask=mask, **inputs)
+    torch.testing.assert_close(flat[rows], first, rtol=1e-5, atol=1e-5)
     neg, _ = ad.visual_features(tap="llm:-1", input_ids=ids, attention_mask=mask, **inputs)
     last, _ = ad.visual_features(tap=f"llm:{depth}", input_ids=ids, attention_mask=mask, **inputs)
     assert torch.equal(neg, last)
@@ -301,3 +306,9 @@ def test_preprocess_and_prompt(family):
     text_only = ad.prompt(tok, "what is the job of mira tolvan ?")
     assert ad.image_token(tok) not in text_only and "mira" in text_only
     assert ad.prompt(tok, "what is the job of this person ?", n_image_tokens=1, answer="baker").endswith("baker")
+    # with a chat template, the template lays the turn out and the image tokens are kept whole
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] }} {{ m['content'] }} {% endfor %}"
+                         "{% if add_generation_prompt %}assistant{% endif %}")
+    chat = ad.prompt(tok, "what is the job of this person ?", n_image_tokens=counts[1])
+    assert chat.startswith("user ") and chat.endswith("assistant")
+    assert int((tok(chat, return_tensors="pt").input_ids == ad.image_token_id).sum()) == counts[1]

@@ -182,6 +182,11 @@ class VisualAdapter:
         rows = hidden[mask]
         return rows, self._offsets([p.shape[0] for p in per_image], rows.device)
 
+    def visual_token_positions(self, input_ids) -> torch.Tensor:
+        """Row numbers of the image tokens in ``input_ids`` flattened to ``[B * L]`` -- the rows of
+        ``hidden_states.reshape(-1, D)`` that hold visual tokens (a ``student_index`` for the loss)."""
+        return torch.nonzero((input_ids == self.image_token_id).reshape(-1)).squeeze(1)
+
     @staticmethod
     def _offsets(lengths, device) -> torch.Tensor:
         offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64, device=device)
