@@ -247,28 +247,30 @@ class VisualAdapter:
 
     image_prompt_template = "USER: {image}\n{question} ASSISTANT:"
     text_prompt_template = "USER: {question} ASSISTANT:"
+    chat_image_separator = "\n"  # between the image block and the question in a chat turn
+    answer_separator = " "
 
     def image_token(self, tokenizer) -> str:
         return tokenizer.convert_ids_to_tokens(self.image_token_id)
+
+    def _image_block(self, tokenizer, n_image_tokens: int) -> str:
+        """The text an image occupies in the prompt: its placeholder token, repeated."""
+        return self.image_token(tokenizer) * n_image_tokens
 
     def prompt(self, tokenizer, question: str, n_image_tokens: int | None = None, answer: str | None = None) -> str:
         """The prompt text for an image question (``n_image_tokens`` given: the image placeholder is
         repeated that many times, as the model expects) or a text-only question. Uses the tokenizer's
         chat template when it has one, else the family's plain template."""
-        if n_image_tokens is not None:
-            image = self.image_token(tokenizer) * n_image_tokens
+        block = None if n_image_tokens is None else self._image_block(tokenizer, n_image_tokens)
         if getattr(tokenizer, "chat_template", None):
-            content = question if n_image_tokens is None else f"{self._chat_image_marker(tokenizer, image)}{question}"
-            messages = [{"role": "user", "content": content}]
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        elif n_image_tokens is None:
+            content = question if block is None else f"{block}{self.chat_image_separator}{question}"
+            text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                 add_generation_prompt=True)
+        elif block is None:
             text = self.text_prompt_template.format(question=question)
         else:
-            text = self.image_prompt_template.format(image=image, question=question)
-        return text if answer is None else f"{text} {answer}"
-
-    def _chat_image_marker(self, tokenizer, image: str) -> str:
-        return f"{image}\n"
+            text = self.image_prompt_template.format(image=block, question=question)
+        return text if answer is None else f"{text}{self.answer_separator}{answer}"
 
     # ------------------------------------------------------------------ trainable sets
     def _param_names(self, owners: list) -> set[str]:

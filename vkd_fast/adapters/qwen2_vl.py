@@ -104,14 +104,10 @@ class Qwen2VLAdapter(VisualAdapter):
         return {"patch_size": vc.patch_size, "merge_size": vc.spatial_merge_size,
                 "temporal_patch_size": vc.temporal_patch_size}
 
-    def _chat_image_marker(self, tokenizer, image: str) -> str:
+    chat_image_separator = ""
+    answer_separator = ""
+
+    def _image_block(self, tokenizer, n_image_tokens: int) -> str:
         start = tokenizer.convert_ids_to_tokens(int(self.config.vision_start_token_id))
         end = tokenizer.convert_ids_to_tokens(int(self.config.vision_end_token_id))
-        return f"{start}{image}{end}"
-
-    def prompt(self, tokenizer, question, n_image_tokens=None, answer=None) -> str:
-        if n_image_tokens is not None and not getattr(tokenizer, "chat_template", None):
-            image = self._chat_image_marker(tokenizer, self.image_token(tokenizer) * n_image_tokens)
-            text = self.image_prompt_template.format(image=image, question=question)
-            return text if answer is None else f"{text}{answer}"
-        return super().prompt(tokenizer, question, n_image_tokens, answer)
+        return f"{start}{self.image_token(tokenizer) * n_image_tokens}{end}"
