@@ -7,30 +7,30 @@ import torch
 IMAGE_TOKEN = 120  # last ids of the tiny vocabularies are reserved for special tokens
 
 
-def tiny_llava():
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+def _llava_parts(max_positions: int) -> dict:
+    """A CLIP ViT (4 blocks, 16 patches at 32x32) and a Llama (3 layers) for the LLaVA families."""
+    from transformers import CLIPVisionConfig, LlamaConfig
 
-    torch.manual_seed(0)
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
                               image_size=32, patch_size=8, projection_dim=32)
     text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=128, max_position_embeddings=256)
-    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN,
-                      vision_feature_layer=-2, vision_feature_select_strategy="default")
-    return LlavaForConditionalGeneration(cfg).eval()
+                       num_key_value_heads=2, vocab_size=128, max_position_embeddings=max_positions)
+    return {"vision_config": vision, "text_config": text, "image_token_id": IMAGE_TOKEN,
+            "vision_feature_layer": -2, "vision_feature_select_strategy": "default"}
+
+
+def tiny_llava():
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    return LlavaForConditionalGeneration(LlavaConfig(**_llava_parts(256))).eval()
 
 
 def tiny_llava_next():
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 
     torch.manual_seed(0)
-    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-                              image_size=32, patch_size=8, projection_dim=32)
-    text = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=128, max_position_embeddings=1024)
-    cfg = LlavaNextConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN,
-                          image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]],
-                          vision_feature_layer=-2, vision_feature_select_strategy="default")
+    cfg = LlavaNextConfig(**_llava_parts(1024), image_grid_pinpoints=[[32, 32], [32, 64], [64, 32], [64, 64]])
     return LlavaNextForConditionalGeneration(cfg).eval()
 
 
