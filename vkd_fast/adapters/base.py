@@ -234,6 +234,10 @@ class VisualAdapter:
         raise RuntimeError(f"none of the image processors {self.image_processor_classes} exists in transformers "
                            f"{transformers.__version__}")
 
+    def collate(self, per_image: list[dict]) -> dict:
+        """Join the image inputs of single images (``preprocess([image])`` each) into one batch."""
+        return {k: torch.cat([d[k] for d in per_image]) for k in per_image[0]}
+
     def preprocess(self, images) -> dict:
         """PIL images -> the keyword arguments of :meth:`visual_features` (``pixel_values`` and the
         family's extras such as ``image_sizes`` or ``image_grid_thw``)."""

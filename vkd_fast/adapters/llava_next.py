@@ -63,6 +63,14 @@ class LlavaNextAdapter(LlavaAdapter):
 
     image_processor_classes = ("LlavaNextImageProcessorPil", "LlavaNextImageProcessor")
 
+    def collate(self, per_image: list[dict]) -> dict:
+        """Crops per image differ with the aspect ratio: pad ``pixel_values`` along the crop axis
+        (the model reads only the first ``n_crops(image_size)`` of each row)."""
+        crops = max(d["pixel_values"].shape[1] for d in per_image)
+        padded = [torch.nn.functional.pad(d["pixel_values"], (0, 0, 0, 0, 0, 0, 0, crops - d["pixel_values"].shape[1]))
+                  for d in per_image]
+        return {"pixel_values": torch.cat(padded), "image_sizes": torch.cat([d["image_sizes"] for d in per_image])}
+
     def image_processor_kwargs(self) -> dict:
         return {**super().image_processor_kwargs(), "image_grid_pinpoints": self.config.image_grid_pinpoints}
 

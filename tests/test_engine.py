@@ -1,0 +1,122 @@
+"""The unlearning engine (VKD so far) on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import _tiny_models as T
+import pytest
+import torch
+from PIL import Image
+
+import vkd_fast as vf
+import vkd_fast.adapters as A
+
+
+def _images(n, base, seed, sizes=((32, 32), (32, 64), (64, 32))):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        h, w = sizes[int(torch.randint(0, len(sizes), (1,), generator=g))]
+        pixels = (torch.rand(h, w, 3, generator=g) * 60 + torch.tensor(base)).clamp(0, 255).to(torch.uint8)
+        out.append({"image": Image.fromarray(pixels.numpy())})
+    return out
+
+
+FORGET = _images(4, [200.0, 0.0, 0.0], 0)
+RETAIN = _images(10, [0.0, 0.0, 200.0], 1)
+CFG = {"steps": 12, "batch_size": 3, "lr": 3e-3}
+
+
+@pytest.mark.parametrize("build", [T.tiny_llava, T.tiny_qwen2_vl], ids=["llava", "qwen2_vl"])
+def test_vkd_lowers_its_objective_and_leaves_text_exactly_alone(build):
+    model = build()
+    ad = A.get_adapter(model)
+    llm = {n: p.detach().clone() for n, p in model.named_parameters()
+           if n.startswith("lm_head") or ".language_model." in n or n.startswith("language_model")}
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        text_before = ad.text_logits(ids)
+    with A.count_calls(ad.llm_layers) as llm_calls:
+        result = vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(**CFG))
+    assert llm_calls == []  # the projector-tap VKD step never runs the language model
+    h = result.history
+    assert len(h) == CFG["steps"] and h[0]["loss_retain"] == 0.0  # the student starts as the teacher
+    first_forget = sum(r["loss_forget"] for r in h[:3]) / 3
+    last_forget = sum(r["loss_forget"] for r in h[-3:]) / 3
+    assert last_forget < 0.5 * first_forget
+    with torch.no_grad():
+        assert torch.equal(ad.text_logits(ids), text_before)
+    for n, p in model.named_parameters():
+        if n in llm:
+            assert torch.equal(p, llm[n]), n
+    assert not any(p.requires_grad for p in model.parameters())
+    assert result.trainable["trainable"] > 0 and result.teacher_cache["entries"] == len(FORGET) + len(RETAIN)
+
+
+def test_cached_teacher_gives_the_live_teacher_loss_curve():
+    runs = {}
+    for teacher in ("cache", "live"):
+        model = T.tiny_llava()
+        runs[teacher] = vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(**CFG), teacher=teacher)
+    for a, b in zip(runs["cache"].history, runs["live"].history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-9)
+    pa = dict(runs["cache"].model.named_parameters())
+    for n, p in runs["live"].model.named_parameters():
+        torch.testing.assert_close(p, pa[n], rtol=1e-5, atol=1e-7)
+
+
+def test_seeded_runs_are_identical_on_cpu():
+    a = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**CFG, seed=3)).model
+    b = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**CFG, seed=3)).model
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("target", ["misdirect", "repel"])
+def test_other_forget_targets(target):
+    model = T.tiny_llava()
+    cfg = vf.UnlearnConfig(**CFG, forget_target=target, metric="cosine" if target == "misdirect" else "mse")
+    h = vf.unlearn(model, FORGET, RETAIN, config=cfg).history
+    first, last = h[0]["loss_forget"], h[-1]["loss_forget"]
+    assert last < first  # misdirect: closer to the anchor; repel: hinge shrinks as rows move away
+
+
+def test_llava_next_variable_token_counts_and_log(tmp_path):
+    log = tmp_path / "steps.jsonl"
+    model = T.tiny_llava_next()
+    cfg = vf.UnlearnConfig(**{**CFG, "steps": 5}, log_path=str(log), log_every=2, trainable="projector")
+    vf.unlearn(model, FORGET, RETAIN, config=cfg)
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4, 5]
+    assert {"loss", "loss_retain", "loss_forget", "lr", "tokens_per_s", "peak_rss_bytes"} <= set(lines[0])
+
+
+def test_dead_trainable_tensor_is_named():
+    # all images 32x32: LLaVA-NeXT's image_newline rows are the same in every image, so the retain
+    # mean anchor equals them and image_newline gets exactly zero gradient in the first step
+    square = _images(4, [200.0, 0.0, 0.0], 2, sizes=((32, 32),))
+    with pytest.raises(RuntimeError, match=r"1 trainable tensors got no gradient in the first step.*model.image_newline"):
+        vf.unlearn(T.tiny_llava_next(), square, _images(4, [0.0, 0.0, 200.0], 3, sizes=((32, 32),)),
+                   config=vf.UnlearnConfig(**CFG, trainable="projector"))
+
+
+def test_bad_input_is_rejected_before_any_work():
+    model = T.tiny_llava()
+    cases = [
+        (lambda: vf.unlearn(model, FORGET, RETAIN, method="ga"), ValueError, "method must be one of 'vkd'"),
+        (lambda: vf.unlearn(model, [], RETAIN), ValueError, "forget is empty"),
+        (lambda: vf.unlearn(model, FORGET, [{"img": 1}]), ValueError, r"retain\[0\] must be a dict with an 'image'"),
+        (lambda: vf.unlearn(model, FORGET, 3), TypeError, "retain must be a sequence"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, config={"steps": 1}), TypeError, "config must be a vkd_fast.UnlearnConfig"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, teacher="gpu"), ValueError, "teacher must be one of"),
+        (lambda: vf.UnlearnConfig(forget_target="away"), ValueError, "forget_target must be one of"),
+        (lambda: vf.UnlearnConfig(tap="llm:1"), ValueError, "llm:j taps need prompt batches"),
+        (lambda: vf.UnlearnConfig(steps=0), ValueError, "steps must be a positive int"),
+        (lambda: vf.UnlearnConfig(lr=-1.0), ValueError, "lr must be > 0"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(tap="vision:9")), ValueError,
+         "the vision tower has 4 blocks"),
+    ]
+    for fn, exc, pattern in cases:
+        with pytest.raises(exc, match=pattern):
+            fn()
+    assert vf.available_methods() == ["vkd"]
