@@ -24,7 +24,12 @@ class UnlearnConfig:
     ``weight_decay``, ``warmup_steps`` (then cosine decay to ``min_lr_ratio`` x lr), ``grad_clip``
     (max global norm, 0 = off), ``seed``, ``teacher_batch_size`` (cache build), ``cache_dtype``
     (``float32`` | ``bfloat16`` | ``float16``), ``log_path`` (JSON lines, or None), ``log_every``.
+    Checkpoints: ``output_dir`` (the run's folder: its config, the teacher cache, ``checkpoint-<step>``
+    folders) and ``save_every`` (steps between checkpoints; 0 = only the last step).
     """
+
+    #: options that may differ when a run is resumed (they do not change the trajectory)
+    RESUMABLE_CHANGES = ("log_path", "log_every", "save_every", "output_dir")
 
     method: str = "vkd"
     tap: str = "projector"
@@ -49,6 +54,8 @@ class UnlearnConfig:
     cache_dtype: str = "float32"
     log_path: str | None = None
     log_every: int = 10
+    output_dir: str | None = None
+    save_every: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,7 +72,8 @@ class UnlearnConfig:
         for name in ("lr", "misdirect_scale", "repel_margin"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("lambda_retain", "lambda_forget", "weight_decay", "grad_clip", "warmup_steps", "repel_noise"):
+        for name in ("lambda_retain", "lambda_forget", "weight_decay", "grad_clip", "warmup_steps", "repel_noise",
+                     "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.min_lr_ratio <= 1:
@@ -73,3 +81,7 @@ class UnlearnConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def trajectory_dict(self) -> dict:
+        """The options that determine the run's trajectory (what a resumed run must share)."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.RESUMABLE_CHANGES}

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..adapters import get_adapter
+from ..cache import ActivationCache
 from ..methods import available_methods, vkd_loss
 from ..ops import check_choice
+from .checkpoint import TEACHER_FILE, latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint, save_delta
 from .config import UnlearnConfig
 from .teacher import build_teacher_cache, misdirect_anchor, retain_mean_anchor
 
@@ -30,6 +32,18 @@ class UnlearnResult:
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
     teacher_cache: dict = field(default_factory=dict)
+    start_step: int = 0
+
+    def save_delta(self, path) -> None:
+        """Write only the trained tensors (safetensors); ``vkd_fast.engine.load_delta`` applies them."""
+        save_delta(self.model, self.trainable["names"], path, metadata={"method": self.method, "config": self.config})
+
+    def save_pretrained(self, directory) -> None:
+        """Write the whole unlearned model with transformers' ``save_pretrained`` (loads back with
+        ``from_pretrained``). A LoRA run has adapter layers inside the model: export its delta instead."""
+        if self.trainable.get("lora"):
+            raise NotImplementedError("save_pretrained of a LoRA run is not supported yet: use save_delta")
+        self.model.save_pretrained(directory)
 
 
 def _check_items(name: str, items) -> list:
@@ -70,13 +84,16 @@ class _LiveTeacher:
 
 
 def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config: UnlearnConfig | None = None,
-            *, teacher: str = "cache", progress: bool = False) -> UnlearnResult:
+            *, teacher: str = "cache", resume: bool = False, progress: bool = False) -> UnlearnResult:
     """Unlearn the visual knowledge of ``forget`` while keeping ``retain`` (METHOD.md section 2).
 
     ``forget`` / ``retain``: sequences of dicts with an ``"image"`` (PIL). The model is changed in
     place: only the trainable set of ``config`` is updated; the language model is never touched.
     ``teacher="live"`` computes targets with a frozen copy every step instead of the cache (the
-    naive VKD; for tests and benchmarks). Returns an :class:`UnlearnResult`.
+    naive VKD; for tests and benchmarks). With ``config.output_dir`` the run keeps its teacher cache
+    and checkpoints there; ``resume=True`` continues from the latest checkpoint (pass the original,
+    un-unlearned model) and ends with the same weights as an uninterrupted run. Returns an
+    :class:`UnlearnResult`.
     """
     config = config or UnlearnConfig()
     check_choice("method", method, available_methods())
@@ -86,6 +103,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     forget, retain = _check_items("forget", forget), _check_items("retain", retain)
     adapter = get_adapter(model)  # unsupported models fail here, before any work
     adapter.parse_tap(config.tap)
+    if resume and not config.output_dir:
+        raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
+    run_dir = prepare_run_dir(config.output_dir, config.trajectory_dict(), resume) if config.output_dir else None
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
 
@@ -93,8 +113,13 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     nf, nr = len(forget), len(retain)
     f_keys, r_keys = list(range(nf)), list(range(nf, nf + nr))
     live = _LiveTeacher(model, config.tap) if teacher == "live" else None
-    cache = build_teacher_cache(adapter, inputs, f_keys + r_keys, config.tap, config.teacher_batch_size,
-                                config.cache_dtype, progress=progress)
+    if run_dir is not None and (run_dir / TEACHER_FILE).exists():
+        cache = ActivationCache.load(run_dir / TEACHER_FILE)
+    else:
+        cache = build_teacher_cache(adapter, inputs, f_keys + r_keys, config.tap, config.teacher_batch_size,
+                                    config.cache_dtype, progress=progress)
+        if run_dir is not None:
+            cache.save(run_dir / TEACHER_FILE)
     if config.forget_target == "retain_mean":
         anchor = retain_mean_anchor(cache, r_keys)
     elif config.forget_target == "misdirect":
@@ -117,15 +142,22 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     plan = [(torch.randint(0, nf, (bs,), generator=gen).tolist(), torch.randint(0, nr, (bs,), generator=gen).tolist())
             for _ in range(config.steps)]
 
+    start = 0
+    if resume:
+        ckpt = latest_checkpoint(run_dir)
+        if ckpt is not None:
+            start = load_checkpoint(ckpt, named, optimizer, scheduler, gen)
+
     def target_keys(step):
         fi, ri = plan[step]
         return ([r_keys[i] for i in ri], [f_keys[i] for i in fi])
 
     log = open(config.log_path, "a") if config.log_path else None  # closed in the finally below
     history: list[dict] = []
-    pending = cache.prefetch(target_keys(0)[0] + target_keys(0)[1]) if live is None else None
+    pending = cache.prefetch(target_keys(start)[0] + target_keys(start)[1]) if live is None and start < config.steps \
+        else None
     try:
-        for step in range(config.steps):
+        for step in range(start, config.steps):
             t0 = time.perf_counter()
             fi, ri = plan[step]
             batch = [inputs[f_keys[i]] for i in fi] + [inputs[r_keys[i]] for i in ri]
@@ -163,6 +195,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": student.shape[0] / seconds,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
             history.append(record)
+            last = step + 1 == config.steps
+            if run_dir is not None and (last or (config.save_every and (step + 1) % config.save_every == 0)):
+                save_checkpoint(run_dir, step + 1, named, optimizer, scheduler, gen)
             if log is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.steps):
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -176,4 +211,4 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         cache.close()
     model.requires_grad_(False)
     return UnlearnResult(model=model, method=method, config=config.to_dict(), trainable=summary, history=history,
-                         wall_seconds=time.perf_counter() - t_start, teacher_cache=cache.stats())
+                         wall_seconds=time.perf_counter() - t_start, teacher_cache=cache.stats(), start_step=start)
