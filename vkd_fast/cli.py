@@ -1,4 +1,4 @@
-"""``vkd-fast`` command line. Subcommands: ``doctor`` (more arrive with later features)."""
+"""``vkd-fast`` command line. Subcommands: ``doctor``, ``unlearn``."""
 
 from __future__ import annotations
 
@@ -100,12 +100,150 @@ def _print_report(report: dict) -> None:
             line(f"  {key}", value)
 
 
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def load_items(spec: str) -> list[dict]:
+    """A dataset spec -> items: a folder of images (sorted by name), or a ``.jsonl`` file of objects
+    with an ``image`` path (relative to the file) and optional ``question`` / ``answer``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"dataset {spec}: the folder holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+        return [{"image": Image.open(p).convert("RGB"), "path": str(p)} for p in files]
+    if path.suffix == ".jsonl" and path.is_file():
+        items = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "image" not in row:
+                raise ValueError(f"dataset {spec}, line {n}: no 'image' field")
+            items.append({**row, "image": Image.open(path.parent / row["image"]).convert("RGB")})
+        return items
+    raise ValueError(f"dataset {spec!r} must be a folder of images or a .jsonl file of {{\"image\": path, ...}} rows")
+
+
+def _config_from(args) -> object:
+    import dataclasses
+
+    from .engine import UnlearnConfig
+
+    values: dict = {}
+    if args.config:
+        try:
+            import yaml
+        except ImportError as exc:  # pragma: no cover - pyyaml comes with transformers
+            raise RuntimeError("--config needs PyYAML: pip install pyyaml") from exc
+        with open(args.config) as f:
+            loaded = yaml.safe_load(f) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {args.config}: expected a mapping of options, got {type(loaded).__name__}")
+        values.update(loaded)
+    import yaml
+
+    for item in args.overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must be key=value")
+        key, raw = item.split("=", 1)
+        values[key.strip()] = yaml.safe_load(raw)
+    names = {f.name for f in dataclasses.fields(UnlearnConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)}; see vkd-fast unlearn --help")
+    values["output_dir"] = args.output_dir
+    return UnlearnConfig(**values)
+
+
+def _options_help() -> str:
+    import dataclasses
+
+    from .engine import UnlearnConfig
+
+    lines = ["options (YAML keys of --config, or key=value overrides):"]
+    for f in dataclasses.fields(UnlearnConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {f.name:<20} {f.metadata.get('help', '')} [default: {default!r}]")
+    return "\n".join(lines)
+
+
+def run_unlearn(args) -> int:
+    import time
+
+    from . import unlearn
+
+    config = _config_from(args)  # every input is checked before the model is loaded
+    forget, retain = load_items(args.forget), load_items(args.retain)
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(args.model, local_files_only=True)
+    t0 = time.perf_counter()
+    result = unlearn(model, forget, retain, method=args.method, config=config, resume=args.resume, progress=True)
+    from pathlib import Path
+
+    out = Path(args.output_dir)
+    if args.save == "full":
+        result.save_pretrained(out / "model")
+    elif args.save == "delta":
+        result.save_delta(out / "delta.safetensors")
+    summary = {
+        "method": result.method, "config": result.config, "steps_run": len(result.history),
+        "start_step": result.start_step, "first": result.history[0] if result.history else None,
+        "last": result.history[-1] if result.history else None, "wall_seconds": time.perf_counter() - t0,
+        "trainable": {k: v for k, v in result.trainable.items() if k != "names"},
+        "teacher_cache": result.teacher_cache, "saved": args.save,
+    }
+    tmp = out / ".result.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    tmp.replace(out / "result.json")
+    last = summary["last"] or {}
+    print(f"unlearned in {summary['wall_seconds']:.1f} s: loss {last.get('loss', float('nan')):.4g} "
+          f"(retain {last.get('loss_retain', float('nan')):.4g}, forget {last.get('loss_forget', float('nan')):.4g}); "
+          f"wrote {out / 'result.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vkd-fast", description="VKD machine unlearning for MLLMs")
     sub = parser.add_subparsers(dest="command", required=True)
     p_doc = sub.add_parser("doctor", help="report versions, devices, the C++ extension and usable backends")
     p_doc.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
+    p_un = sub.add_parser(
+        "unlearn", help="unlearn a local model's visual knowledge of the forget images (VKD)",
+        description="Unlearn the visual knowledge of FORGET images from a local MLLM directory while keeping "
+                    "RETAIN (METHOD.md). Only the vision encoder / projector change; the run folder gets "
+                    "run.json, the teacher cache, checkpoints, result.json and the export.",
+        epilog=_options_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p_un.add_argument("model", help="local model directory (save_pretrained layout); nothing is downloaded")
+    p_un.add_argument("--forget", required=True, help="forget images: a folder of images or a .jsonl of {image: path}")
+    p_un.add_argument("--retain", required=True, help="retain images: a folder of images or a .jsonl of {image: path}")
+    p_un.add_argument("--output-dir", required=True, help="run folder (new, or the same run with --resume)")
+    p_un.add_argument("--config", help="YAML file of options (see below)")
+    p_un.add_argument("--method", default="vkd", help="unlearning method (available: vkd)")
+    p_un.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    p_un.add_argument("--save", choices=("full", "delta", "none"), default="full",
+                      help="export: the full model (output-dir/model), the trained tensors only "
+                           "(output-dir/delta.safetensors), or nothing")
+    p_un.usage = "vkd-fast unlearn MODEL --forget SPEC --retain SPEC --output-dir DIR [options] [key=value ...]"
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "unlearn":
+        # option overrides (key=value) may stand anywhere after the subcommand; they win over --config
+        args.overrides = [a for a in rest if "=" in a and not a.startswith("-")]
+        stray = [a for a in rest if a not in args.overrides]
+        if stray:
+            p_un.error(f"unrecognized arguments: {' '.join(stray)}")
+        try:
+            return run_unlearn(args)
+        except (ValueError, TypeError, KeyError) as exc:
+            print(f"vkd-fast unlearn: error: {exc}", file=sys.stderr)
+            return 2
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.command == "doctor":
         report = doctor_report()
         if args.json:

@@ -10,53 +10,46 @@ from ..ops import METRICS, check_choice
 FORGET_TARGETS = ("retain_mean", "misdirect", "repel")
 
 
+def _opt(default, text: str):
+    """A config field with its one-line documentation (the CLI's --help reads it)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class UnlearnConfig:
-    """Options of :func:`vkd_fast.unlearn` (METHOD.md section 2 for the VKD ones).
-
-    VKD: ``tap`` (``projector`` | ``vision:i``; ``llm:j`` arrives with the engine's prompt batching),
-    ``trainable`` (``projector`` | ``projector+vision_last:K`` | ``vision+projector``), ``lora``
-    (peft LoraConfig kwargs or None), ``forget_target`` (``retain_mean`` | ``misdirect`` | ``repel``),
-    ``misdirect_scale``, ``repel_margin``, ``repel_noise`` (symmetry breaker of ``repel``),
-    ``metric`` (``mse`` | ``cosine`` | ``smooth_l1``),
-    ``lambda_retain``, ``lambda_forget``.
-    Loop: ``steps``, ``batch_size`` (images per side per step: forget and retain each), ``lr``,
-    ``weight_decay``, ``warmup_steps`` (then cosine decay to ``min_lr_ratio`` x lr), ``grad_clip``
-    (max global norm, 0 = off), ``seed``, ``teacher_batch_size`` (cache build), ``cache_dtype``
-    (``float32`` | ``bfloat16`` | ``float16``), ``log_path`` (JSON lines, or None), ``log_every``.
-    Checkpoints: ``output_dir`` (the run's folder: its config, the teacher cache, ``checkpoint-<step>``
-    folders) and ``save_every`` (steps between checkpoints; 0 = only the last step).
-    """
+    """Options of :func:`vkd_fast.unlearn` (METHOD.md section 2 for the VKD ones); every field carries
+    its documentation in ``dataclasses.fields(UnlearnConfig)[i].metadata["help"]``."""
 
     #: options that may differ when a run is resumed (they do not change the trajectory)
     RESUMABLE_CHANGES = ("log_path", "log_every", "save_every", "output_dir")
 
-    method: str = "vkd"
-    tap: str = "projector"
-    trainable: str = "vision+projector"
-    lora: dict | None = None
-    forget_target: str = "retain_mean"
-    misdirect_scale: float = 1.0
-    repel_margin: float = 1.0
-    repel_noise: float = 0.01
-    metric: str = "mse"
-    lambda_retain: float = 1.0
-    lambda_forget: float = 1.0
-    steps: int = 200
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    teacher_batch_size: int = 32
-    cache_dtype: str = "float32"
-    log_path: str | None = None
-    log_every: int = 10
-    output_dir: str | None = None
-    save_every: int = 0
-    extra: dict = field(default_factory=dict)
+    tap: str = _opt("projector", "feature tap: 'projector' or 'vision:<block>' (llm:j taps are not in the loop yet)")
+    trainable: str = _opt("vision+projector",
+                          "trainable set: 'projector', 'projector+vision_last:<K>' or 'vision+projector'")
+    lora: dict | None = _opt(None, "LoRA on the trainable set: peft LoraConfig arguments, e.g. {r: 8, lora_alpha: 16}")
+    forget_target: str = _opt("retain_mean", "forget anchor: 'retain_mean', 'misdirect' or 'repel'")
+    misdirect_scale: float = _opt(1.0, "misdirect anchor length, in mean teacher token norms")
+    repel_margin: float = _opt(1.0, "repel: hinge margin of the distance to the own teacher features")
+    repel_noise: float = _opt(0.01, "repel: relative std of the noise that breaks the student=teacher symmetry")
+    metric: str = _opt("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
+    lambda_retain: float = _opt(1.0, "weight of the retain term")
+    lambda_forget: float = _opt(1.0, "weight of the forget term")
+    steps: int = _opt(200, "optimisation steps")
+    batch_size: int = _opt(8, "images per step on each side (forget and retain)")
+    lr: float = _opt(1e-3, "AdamW learning rate")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    warmup_steps: int = _opt(0, "linear warm-up steps, then cosine decay")
+    min_lr_ratio: float = _opt(0.1, "final learning rate as a fraction of lr")
+    grad_clip: float = _opt(1.0, "max global gradient norm (0 = off)")
+    seed: int = _opt(0, "seed of the batch plan and of every random draw")
+    teacher_batch_size: int = _opt(32, "images per batch when the teacher cache is built")
+    cache_dtype: str = _opt("float32", "teacher cache dtype: 'float32', 'bfloat16' or 'float16'")
+    log_path: str | None = _opt(None, "JSON-lines step log (None = no file)")
+    log_every: int = _opt(10, "steps between log lines")
+    output_dir: str | None = _opt(None, "run folder: run.json, teacher cache, checkpoint-<step>/ (None = none)")
+    save_every: int = _opt(0, "steps between checkpoints (0 = only the last step)")
 
     def __post_init__(self) -> None:
         check_choice("forget_target", self.forget_target, FORGET_TARGETS)

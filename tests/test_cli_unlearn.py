@@ -1,0 +1,78 @@
+"""`vkd-fast unlearn` end to end on a tiny model saved to a local directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import _tiny_models as T
+import torch
+from PIL import Image
+
+EXE = str(Path(sys.executable).with_name("vkd-fast"))
+
+
+def _image_dir(path: Path, n: int, base, seed: int) -> Path:
+    path.mkdir()
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        pixels = (torch.rand(32, 48, 3, generator=g) * 60 + torch.tensor(base)).clamp(0, 255).to(torch.uint8)
+        Image.fromarray(pixels.numpy()).save(path / f"{i:03d}.png")
+    return path
+
+
+def _run(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600, check=False)
+
+
+def test_unlearn_cli_end_to_end(tmp_path):
+    model = T.tiny_llava()
+    model.save_pretrained(tmp_path / "model")
+    forget = _image_dir(tmp_path / "forget", 3, [200.0, 0.0, 0.0], 0)
+    retain = _image_dir(tmp_path / "retain", 6, [0.0, 0.0, 200.0], 1)
+    (tmp_path / "cfg.yaml").write_text("steps: 20\nbatch_size: 2\ntrainable: projector+vision_last:1\nlr: 0.003\n")
+    out = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+               str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", "save_every=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["steps_run"] == 6 and result["config"]["steps"] == 6  # the override wins over the YAML
+    assert result["config"]["trainable"] == "projector+vision_last:1"
+    assert result["last"]["loss_forget"] < result["first"]["loss_forget"]
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    from transformers import AutoModelForImageTextToText
+
+    unlearned = AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "model",
+                                                            attn_implementation=model.config._attn_implementation)
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(unlearned(input_ids=ids).logits, model(input_ids=ids).logits)  # text knowledge intact
+    changed = [n for (n, p), q in zip(unlearned.named_parameters(), model.parameters()) if not torch.equal(p, q)]
+    assert changed and all("multi_modal_projector" in n or "layers.2." in n for n in changed)
+    assert "unlearned in" in out.stdout
+
+    again = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+                 str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds this run; pass resume=True" in again.stderr
+
+
+def test_unlearn_cli_errors_and_help(tmp_path):
+    help_text = _run("unlearn", "--help", cwd=tmp_path).stdout
+    import dataclasses
+
+    import vkd_fast as vf
+
+    for f in dataclasses.fields(vf.UnlearnConfig):
+        assert f"  {f.name} " in help_text  # every option is documented
+    images = _image_dir(tmp_path / "imgs", 2, [0.0, 0.0, 0.0], 0)
+    bad = _run("unlearn", str(tmp_path), "--forget", str(images), "--retain", str(images), "--output-dir",
+               str(tmp_path / "run"), "stpes=3", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown option(s) stpes" in bad.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = _run("unlearn", str(tmp_path), "--forget", str(empty), "--retain", str(images), "--output-dir", str(tmp_path / "r2"),
+               cwd=tmp_path)
+    assert bad.returncode == 2 and "holds no image files" in bad.stderr
