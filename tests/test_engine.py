@@ -103,7 +103,11 @@ def test_dead_trainable_tensor_is_named():
 def test_bad_input_is_rejected_before_any_work():
     model = T.tiny_llava()
     cases = [
-        (lambda: vf.unlearn(model, FORGET, RETAIN, method="ga"), ValueError, "method must be one of 'vkd'"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, method="dpo"), ValueError, "method must be one of 'ga'"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, method="ga"), ValueError, "needs tokenizer"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, method="npo", tokenizer=T.tiny_tokenizer()), ValueError,
+         r"forget items \[0, 1, 2, 3\] carry no question/answer"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, eval_every=2), ValueError, "eval_every needs eval_fn"),
         (lambda: vf.unlearn(model, [], RETAIN), ValueError, "forget is empty"),
         (lambda: vf.unlearn(model, FORGET, [{"img": 1}]), ValueError, r"retain\[0\] must be a dict with an 'image'"),
         (lambda: vf.unlearn(model, FORGET, 3), TypeError, "retain must be a sequence"),
@@ -119,7 +123,43 @@ def test_bad_input_is_rejected_before_any_work():
     for fn, exc, pattern in cases:
         with pytest.raises(exc, match=pattern):
             fn()
-    assert vf.available_methods() == ["vkd"]
+    assert vf.available_methods() == ["ga", "grad_diff", "kl_min", "mmunlearner", "npo", "vkd"]
+
+
+def _qa(items, answer):
+    return [{**it, "question": "what is the job of this person ?", "answer": answer} for it in items]
+
+
+@pytest.mark.parametrize("method", ["ga", "grad_diff", "kl_min", "npo", "mmunlearner"])
+def test_output_level_methods_lower_their_objective(method):
+    model = T.tiny_llava()
+    tok = T.tiny_tokenizer()
+    cfg = vf.UnlearnConfig(steps=8, batch_size=2, lr=3e-3, mask_ratio=0.5, mask_batches=2)
+    result = vf.unlearn(model, _qa(FORGET, "baker"), _qa(RETAIN, "pilot"), method=method, config=cfg, tokenizer=tok)
+    h = result.history
+    assert h[-1]["loss"] < h[0]["loss"], [r["loss"] for r in h]
+    if method in ("ga", "grad_diff", "npo"):
+        assert h[-1]["ce_forget"] > h[0]["ce_forget"]  # the forget answers become less likely
+    if method == "kl_min":
+        assert h[0]["kl_retain"] == pytest.approx(0.0, abs=1e-6)  # the student starts as the teacher
+    if method == "mmunlearner":
+        trainable = result.trainable
+        assert 0 < trainable["masked_trainable"] < sum(p.numel() for p in model.parameters())
+    names = set(result.trainable["names"])
+    lm = {n for n, _ in model.named_parameters() if ".language_model." in n or n.startswith("lm_head")}
+    assert names & lm  # output-level baselines update the language model
+
+
+def test_early_stopping_on_an_evaluation():
+    calls = []
+
+    def forget_acc(model):
+        calls.append(1)
+        return 1.0 / len(calls)  # 1.0, 0.5, 0.33, ...
+
+    result = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**CFG), eval_fn=forget_acc,
+                        eval_every=2, stop_at=0.4)
+    assert [r["step"] for r in result.history if "eval" in r] == [2, 4, 6] and len(result.history) == 6
 
 
 def test_checkpoint_resume_ends_with_the_uninterrupted_weights(tmp_path):

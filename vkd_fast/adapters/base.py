@@ -76,7 +76,7 @@ class Tap:
 
 
 _TAP_RE = re.compile(r"^(projector|vision:(-?\d+)|llm:(-?\d+))$")
-_TRAINABLE_RE = re.compile(r"^(projector|vision\+projector|projector\+vision_last:(\d+))$")
+_TRAINABLE_RE = re.compile(r"^(projector|vision\+projector|projector\+vision_last:(\d+)|language_model|all)$")
 
 
 class VisualAdapter:
@@ -245,6 +245,10 @@ class VisualAdapter:
         return {k: v for k, v in out.items()}
 
     # ------------------------------------------------------------------ text
+    def model_inputs(self, input_ids, attention_mask=None, **image_kwargs) -> dict:
+        """Keyword arguments of a full forward ``model(**...)`` of a prompt with its images."""
+        return {"input_ids": input_ids, "attention_mask": attention_mask, **image_kwargs}
+
     def text_logits(self, input_ids, attention_mask=None) -> torch.Tensor:
         """Logits of a text-only forward (no image: V and P never run)."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
@@ -286,8 +290,12 @@ class VisualAdapter:
         """Parameter names of the trainable set ``spec`` that can influence ``tap`` (sorted)."""
         m = _TRAINABLE_RE.match(spec.strip()) if isinstance(spec, str) else None
         if not m:
-            raise ValueError("trainable must be 'projector', 'projector+vision_last:<K>' or 'vision+projector', "
-                             f"got {spec!r}")
+            raise ValueError("trainable must be 'projector', 'projector+vision_last:<K>', 'vision+projector', "
+                             f"'language_model' or 'all', got {spec!r}")
+        if spec.strip() == "all":  # output-level baselines (e.g. mmunlearner) update V, P and W
+            return sorted(n for n, _ in self.model.named_parameters())
+        if spec.strip() == "language_model":  # W with its output head: what output-level baselines update
+            return sorted(self._param_names([self.language_model, self.model.get_output_embeddings()]))
         t = self.parse_tap(tap)
         # a vision:i tap reads block i directly (even past the model's feature layer) and never the projector
         last = t.index if t.kind == "vision" else self.feature_block

@@ -91,6 +91,12 @@ class Qwen2VLAdapter(VisualAdapter):
         position_ids, _deltas = get_rope_index(input_ids, **kwargs)
         return {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask, "position_ids": position_ids}
 
+    def model_inputs(self, input_ids, attention_mask=None, **image_kwargs) -> dict:
+        kwargs = super().model_inputs(input_ids, attention_mask, **image_kwargs)
+        if image_kwargs:  # M-RoPE places image tokens by type (Qwen2.5-VL silently misplaces them without)
+            kwargs["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
+        return kwargs
+
     def text_logits(self, input_ids, attention_mask=None) -> torch.Tensor:
         # the model caches M-RoPE offsets of the last multimodal call for generation; a text-only
         # forward must not inherit them

@@ -36,6 +36,13 @@ class UnlearnConfig:
     metric: str = _opt("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
     lambda_retain: float = _opt(1.0, "weight of the retain term")
     lambda_forget: float = _opt(1.0, "weight of the forget term")
+    baseline_trainable: str = _opt("language_model", "what ga / grad_diff / kl_min / npo update: 'language_model' "
+                                   "(W and its head), 'all', or a visual set (mmunlearner always uses 'all')")
+    npo_beta: float = _opt(0.4, "npo: inverse temperature beta")
+    mask_threshold: float = _opt(1.0, "saliency mask (mmunlearner): update weights whose forget/retain Fisher "
+                                      "ratio is >= this")
+    mask_ratio: float | None = _opt(None, "saliency mask: instead update the top fraction of weights by that ratio")
+    mask_batches: int = _opt(4, "saliency mask: batches per side for the Fisher estimates")
     steps: int = _opt(200, "optimisation steps")
     batch_size: int = _opt(8, "images per step on each side (forget and retain)")
     lr: float = _opt(1e-3, "AdamW learning rate")
@@ -58,17 +65,19 @@ class UnlearnConfig:
         if not isinstance(self.tap, str) or not (self.tap == "projector" or self.tap.startswith("vision:")):
             raise ValueError(f"tap must be 'projector' or 'vision:<block>' for this engine, got {self.tap!r} "
                              "(llm:j taps need prompt batches, not supported by the loop yet)")
-        for name in ("steps", "batch_size", "teacher_batch_size", "log_every"):
+        for name in ("steps", "batch_size", "teacher_batch_size", "log_every", "mask_batches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        for name in ("lr", "misdirect_scale", "repel_margin"):
+        for name in ("lr", "misdirect_scale", "repel_margin", "npo_beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("lambda_retain", "lambda_forget", "weight_decay", "grad_clip", "warmup_steps", "repel_noise",
                      "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.mask_ratio is not None and not 0 < self.mask_ratio <= 1:
+            raise ValueError(f"mask_ratio must be in (0, 1] or None, got {self.mask_ratio!r}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 

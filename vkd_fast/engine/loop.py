@@ -14,10 +14,21 @@ import torch
 
 from ..adapters import get_adapter
 from ..cache import ActivationCache
-from ..methods import available_methods, vkd_loss
+from ..methods import (
+    apply_mask,
+    available_methods,
+    fisher,
+    ga_loss,
+    grad_diff_loss,
+    kl_min_loss,
+    npo_loss,
+    saliency_mask,
+    vkd_loss,
+)
 from ..ops import check_choice
 from .checkpoint import TEACHER_FILE, latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint, save_delta
 from .config import UnlearnConfig
+from .qa import answer_logprobs, collate_qa, encode_qa
 from .teacher import build_teacher_cache, misdirect_anchor, retain_mean_anchor
 
 
@@ -83,64 +94,195 @@ class _LiveTeacher:
         return self.adapter.visual_features(tap=self.tap, **self.adapter.collate(image_inputs))[0]
 
 
-def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config: UnlearnConfig | None = None,
-            *, teacher: str = "cache", resume: bool = False, progress: bool = False) -> UnlearnResult:
-    """Unlearn the visual knowledge of ``forget`` while keeping ``retain`` (METHOD.md section 2).
+class _VKDStep:
+    """One VKD step over the teacher cache (or a live teacher copy) and the forget anchors."""
 
-    ``forget`` / ``retain``: sequences of dicts with an ``"image"`` (PIL). The model is changed in
-    place: only the trainable set of ``config`` is updated; the language model is never touched.
-    ``teacher="live"`` computes targets with a frozen copy every step instead of the cache (the
-    naive VKD; for tests and benchmarks). With ``config.output_dir`` the run keeps its teacher cache
-    and checkpoints there; ``resume=True`` continues from the latest checkpoint (pass the original,
-    un-unlearned model) and ends with the same weights as an uninterrupted run. Returns an
-    :class:`UnlearnResult`.
+    def __init__(self, model, adapter, forget, retain, config, run_dir, teacher, progress):
+        self.adapter, self.config = adapter, config
+        self.inputs = [adapter.preprocess([it["image"]]) for it in forget + retain]
+        nf, nr = len(forget), len(retain)
+        self.f_keys, self.r_keys = list(range(nf)), list(range(nf, nf + nr))
+        self.live = _LiveTeacher(model, config.tap) if teacher == "live" else None
+        if run_dir is not None and (run_dir / TEACHER_FILE).exists():
+            self.cache = ActivationCache.load(run_dir / TEACHER_FILE)
+        else:
+            self.cache = build_teacher_cache(adapter, self.inputs, self.f_keys + self.r_keys, config.tap,
+                                             config.teacher_batch_size, config.cache_dtype, progress=progress)
+            if run_dir is not None:
+                self.cache.save(run_dir / TEACHER_FILE)
+        if config.forget_target == "retain_mean":
+            self.anchor = retain_mean_anchor(self.cache, self.r_keys)
+        elif config.forget_target == "misdirect":
+            self.anchor = misdirect_anchor(self.cache, self.r_keys, max(self.cache.rows(k) for k in self.f_keys),
+                                           config.misdirect_scale, config.seed)
+        else:
+            self.anchor = None
+        if self.anchor is not None:
+            too_long = [k for k in self.f_keys if self.cache.rows(k) > self.anchor.shape[0]]
+            if too_long:
+                raise ValueError(f"forget images {too_long[:5]} have more visual tokens than any retain image; "
+                                 "retain_mean has no anchor for those positions (use forget_target='misdirect')")
+        self.pending = None
+
+    def _keys(self, plan_entry):
+        fi, ri = plan_entry
+        return [self.r_keys[i] for i in ri] + [self.f_keys[i] for i in fi]
+
+    def __call__(self, step, plan, gen):
+        fi, ri = plan[step]
+        batch = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
+        student, offsets = self.adapter.visual_features(tap=self.config.tap, **self.adapter.collate(batch))
+        n_forget_rows = int(offsets[len(fi)])
+        if self.live is None:
+            if self.pending is None:
+                self.pending = self.cache.prefetch(self._keys(plan[step]))
+            targets, _ = self.pending.wait()
+            # the next step's teacher rows load while this one trains
+            self.pending = self.cache.prefetch(self._keys(plan[step + 1])) if step + 1 < len(plan) else None
+            retain_t = targets[: targets.shape[0] - n_forget_rows]
+            forget_own = targets[targets.shape[0] - n_forget_rows:]
+        else:
+            t_all = self.live.features(batch)
+            forget_own, retain_t = t_all[:n_forget_rows], t_all[n_forget_rows:]
+        if self.anchor is not None:
+            index = torch.cat([torch.arange(n) for n in offsets.diff()[: len(fi)].tolist()])
+            loss, terms = vkd_loss(student, n_forget_rows, retain_t, self.anchor, self.config, index)
+        else:
+            loss, terms = vkd_loss(student, n_forget_rows, retain_t, forget_own, self.config, generator=gen)
+        return loss, terms, student.shape[0]
+
+    def close(self) -> dict:
+        self.cache.close()
+        return self.cache.stats()
+
+
+class _OutputLevelStep:
+    """One step of an output-level baseline on forget / retain answer tokens."""
+
+    def __init__(self, model, adapter, tokenizer, forget, retain, config, method):
+        self.model, self.adapter, self.config, self.method = model, adapter, config, method
+        self.forget = encode_qa(adapter, tokenizer, forget, "forget")
+        self.retain = encode_qa(adapter, tokenizer, retain, "retain") if method in ("grad_diff", "kl_min",
+                                                                                    "mmunlearner") else None
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.cache = None
+        with torch.no_grad():  # reference quantities of the unmodified model, computed once
+            if method == "npo":
+                self.ref = torch.cat([self._logp(self.forget[i: i + 8])[0].sum(1)
+                                      for i in range(0, len(self.forget), 8)])
+            if method == "kl_min":
+                self.cache = ActivationCache(torch.float32)
+                for i, ex in enumerate(self.retain):
+                    logits, mask = self._answer_logits([ex])
+                    self.cache.put(i, torch.log_softmax(logits.float(), dim=-1))
+
+    def _forward(self, examples):
+        inputs, labels = collate_qa(self.adapter, examples, self.pad)
+        return self.model(**inputs).logits, labels
+
+    def _logp(self, examples):
+        logits, labels = self._forward(examples)
+        return answer_logprobs(logits, labels)
+
+    def _answer_logits(self, examples):
+        logits, labels = self._forward(examples)
+        mask = labels[:, 1:] != -100
+        return logits[:, :-1][mask], mask
+
+    def saliency(self, named, plan):
+        """Forget / retain Fisher estimates over the first ``mask_batches`` planned batches -> masks."""
+        k = min(self.config.mask_batches, len(plan))
+        f_fns = [lambda fi=plan[s][0]: -ga_loss(*self._logp([self.forget[i] for i in fi]))[0] for s in range(k)]
+        r_fns = [lambda ri=plan[s][1]: -ga_loss(*self._logp([self.retain[i] for i in ri]))[0] for s in range(k)]
+        return saliency_mask(fisher(named, f_fns), fisher(named, r_fns), self.config.mask_threshold,
+                             self.config.mask_ratio)
+
+    def __call__(self, step, plan, gen):
+        fi, ri = plan[step]
+        f_logp, f_mask = self._logp([self.forget[i] for i in fi])
+        if self.method in ("ga", "mmunlearner"):
+            loss, terms = ga_loss(f_logp, f_mask)
+        elif self.method == "grad_diff":
+            loss, terms = grad_diff_loss(f_logp, f_mask, *self._logp([self.retain[i] for i in ri]))
+        elif self.method == "kl_min":
+            student, _ = self._answer_logits([self.retain[i] for i in ri])
+            teacher, _ = self.cache.get(ri)
+            loss, terms = kl_min_loss(f_logp, f_mask, student, teacher)
+        else:  # npo
+            loss, terms = npo_loss(f_logp, f_mask, self.ref[fi], self.config.npo_beta)
+        return loss, terms, int(f_mask.sum())
+
+    def close(self) -> dict:
+        if self.cache is None:
+            return {}
+        self.cache.close()
+        return self.cache.stats()
+
+
+def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config: UnlearnConfig | None = None,
+            *, tokenizer=None, teacher: str = "cache", resume: bool = False, eval_fn=None, eval_every: int = 0,
+            stop_at: float | None = None, progress: bool = False) -> UnlearnResult:
+    """Unlearn the visual knowledge of ``forget`` while keeping ``retain`` (METHOD.md sections 2-3).
+
+    ``forget`` / ``retain``: sequences of dicts with an ``"image"`` (PIL); output-level methods
+    (``ga``, ``grad_diff``, ``kl_min``, ``npo``, ``mmunlearner``) also need ``"question"`` and
+    ``"answer"`` and a ``tokenizer``. The model is changed in place; VKD updates only its trainable
+    visual set and never touches the language model. ``teacher="live"`` computes VKD targets with a
+    frozen copy every step instead of the cache (the naive VKD; tests and benchmarks). With
+    ``config.output_dir`` the run keeps its teacher cache and checkpoints there; ``resume=True``
+    continues from the latest checkpoint (pass the original model) and ends with the same weights as
+    an uninterrupted run. Early stopping: every ``eval_every`` steps ``eval_fn(model)`` (e.g. forget
+    accuracy) is recorded and the run stops once it is ``<= stop_at``.
     """
     config = config or UnlearnConfig()
     check_choice("method", method, available_methods())
     check_choice("teacher", teacher, ("cache", "live"))
     if not isinstance(config, UnlearnConfig):
         raise TypeError(f"config must be a vkd_fast.UnlearnConfig, got {type(config).__name__}")
+    if eval_every and eval_fn is None:
+        raise ValueError("eval_every needs eval_fn (a callable model -> forget accuracy)")
     forget, retain = _check_items("forget", forget), _check_items("retain", retain)
+    if method != "vkd":
+        if tokenizer is None:
+            raise ValueError(f"method {method!r} trains on answer tokens and needs tokenizer=...")
+        for name, items in (("forget", forget), ("retain", retain)):
+            bare = [i for i, it in enumerate(items) if not it.get("question") or not it.get("answer")]
+            if bare:
+                raise ValueError(f"{name} items {bare[:5]} carry no question/answer: output-level methods train "
+                                 "on answer tokens, so every item needs 'question' and 'answer'")
     adapter = get_adapter(model)  # unsupported models fail here, before any work
     adapter.parse_tap(config.tap)
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
-    run_dir = prepare_run_dir(config.output_dir, config.trajectory_dict(), resume) if config.output_dir else None
+    trajectory = {**config.trajectory_dict(), "method": method}
+    run_dir = prepare_run_dir(config.output_dir, trajectory, resume) if config.output_dir else None
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
 
-    inputs = [adapter.preprocess([it["image"]]) for it in forget + retain]
-    nf, nr = len(forget), len(retain)
-    f_keys, r_keys = list(range(nf)), list(range(nf, nf + nr))
-    live = _LiveTeacher(model, config.tap) if teacher == "live" else None
-    if run_dir is not None and (run_dir / TEACHER_FILE).exists():
-        cache = ActivationCache.load(run_dir / TEACHER_FILE)
+    if method == "vkd":
+        objective = _VKDStep(model, adapter, forget, retain, config, run_dir, teacher, progress)
+        spec = config.trainable
     else:
-        cache = build_teacher_cache(adapter, inputs, f_keys + r_keys, config.tap, config.teacher_batch_size,
-                                    config.cache_dtype, progress=progress)
-        if run_dir is not None:
-            cache.save(run_dir / TEACHER_FILE)
-    if config.forget_target == "retain_mean":
-        anchor = retain_mean_anchor(cache, r_keys)
-    elif config.forget_target == "misdirect":
-        anchor = misdirect_anchor(cache, r_keys, max(cache.rows(k) for k in f_keys), config.misdirect_scale,
-                                  config.seed)
-    else:
-        anchor = None
-    if anchor is not None:
-        too_long = [k for k in f_keys if cache.rows(k) > anchor.shape[0]]
-        if too_long:
-            raise ValueError(f"forget images {too_long[:5]} have more visual tokens than any retain image; "
-                             "retain_mean has no anchor for those positions (use forget_target='misdirect')")
-
-    summary = adapter.set_trainable(config.trainable, tap=config.tap, lora=config.lora)
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+        objective = _OutputLevelStep(model, adapter, tokenizer, forget, retain, config, method)
+        spec = "all" if method == "mmunlearner" else config.baseline_trainable
+    summary = adapter.set_trainable(spec, tap=config.tap, lora=config.lora)
     gen = torch.Generator().manual_seed(config.seed)
     bs = config.batch_size
-    plan = [(torch.randint(0, nf, (bs,), generator=gen).tolist(), torch.randint(0, nr, (bs,), generator=gen).tolist())
-            for _ in range(config.steps)]
+    plan = [(torch.randint(0, len(forget), (bs,), generator=gen).tolist(),
+             torch.randint(0, len(retain), (bs,), generator=gen).tolist()) for _ in range(config.steps)]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    mask_hooks = []
+    if method == "mmunlearner":
+        masks = objective.saliency(named, plan)
+        for n, p in named:
+            if not masks[n].any():  # nothing of this tensor is salient: it is not trained at all
+                p.requires_grad_(False)
+        named = [(n, p) for n, p in named if p.requires_grad]
+        mask_hooks = apply_mask(named, masks)
+        summary = {**summary, "names": [n for n, _ in named],
+                   "masked_trainable": int(sum(masks[n].sum() for n, _ in named))}
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
 
     start = 0
     if resume:
@@ -148,36 +290,12 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         if ckpt is not None:
             start = load_checkpoint(ckpt, named, optimizer, scheduler, gen)
 
-    def target_keys(step):
-        fi, ri = plan[step]
-        return ([r_keys[i] for i in ri], [f_keys[i] for i in fi])
-
     log = open(config.log_path, "a") if config.log_path else None  # closed in the finally below
     history: list[dict] = []
-    pending = cache.prefetch(target_keys(start)[0] + target_keys(start)[1]) if live is None and start < config.steps \
-        else None
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
-            fi, ri = plan[step]
-            batch = [inputs[f_keys[i]] for i in fi] + [inputs[r_keys[i]] for i in ri]
-            student, offsets = adapter.visual_features(tap=config.tap, **adapter.collate(batch))
-            n_forget_rows = int(offsets[len(fi)])
-            if live is None:
-                targets, _ = pending.wait()
-                if step + 1 < config.steps:  # the next step's teacher rows load while this one trains
-                    pending = cache.prefetch(target_keys(step + 1)[0] + target_keys(step + 1)[1])
-                retain_t = targets[: targets.shape[0] - n_forget_rows]
-                forget_own = targets[targets.shape[0] - n_forget_rows:]
-            else:
-                t_all = live.features(batch)
-                forget_own, retain_t = t_all[:n_forget_rows], t_all[n_forget_rows:]
-            if anchor is not None:
-                lengths = offsets.diff()[: len(fi)].tolist()
-                index = torch.cat([torch.arange(n) for n in lengths])
-                loss, terms = vkd_loss(student, n_forget_rows, retain_t, anchor, config, index)
-            else:
-                loss, terms = vkd_loss(student, n_forget_rows, retain_t, forget_own, config, generator=gen)
+            loss, terms, n_tokens = objective(step, plan, gen)
             loss.backward()
             if step == 0:
                 dead = [n for n, p in named if p.grad is None or not torch.any(p.grad != 0)]
@@ -192,23 +310,31 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
             optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - t0
             record = {"step": step + 1, "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
-                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": student.shape[0] / seconds,
+                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / seconds,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+            stop = False
+            if eval_every and (step + 1) % eval_every == 0:
+                record["eval"] = float(eval_fn(model))
+                stop = stop_at is not None and record["eval"] <= stop_at
             history.append(record)
-            last = step + 1 == config.steps
+            last = stop or step + 1 == config.steps
             if run_dir is not None and (last or (config.save_every and (step + 1) % config.save_every == 0)):
                 save_checkpoint(run_dir, step + 1, named, optimizer, scheduler, gen)
-            if log is not None and ((step + 1) % config.log_every == 0 or step + 1 == config.steps):
+            if log is not None and ((step + 1) % config.log_every == 0 or last):
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if progress and ((step + 1) % config.log_every == 0 or step + 1 == config.steps):
-                print(f"step {step + 1}/{config.steps} loss {record['loss']:.4f} "
-                      f"(retain {record['loss_retain']:.4f}, forget {record['loss_forget']:.4f})",
-                      file=sys.stderr)
+            if progress and ((step + 1) % config.log_every == 0 or last):
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
+                                  if k not in ("step", "lr", "peak_rss_bytes"))
+                print(f"step {step + 1}/{config.steps} {shown}", file=sys.stderr)
+            if stop:
+                break
     finally:
         if log is not None:
             log.close()
-        cache.close()
+        for h in mask_hooks:
+            h.remove()
+        cache_stats = objective.close()
     model.requires_grad_(False)
     return UnlearnResult(model=model, method=method, config=config.to_dict(), trainable=summary, history=history,
-                         wall_seconds=time.perf_counter() - t_start, teacher_cache=cache.stats(), start_step=start)
+                         wall_seconds=time.perf_counter() - t_start, teacher_cache=cache_stats, start_step=start)

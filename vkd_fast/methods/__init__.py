@@ -1,13 +1,17 @@
-"""Unlearning objectives, one per file. Only ``vkd`` is implemented so far; the baselines
-(``ga``, ``grad_diff``, ``kl_min``, ``npo``, ``mmunlearner``) arrive with the engine's QA batches."""
+"""Unlearning objectives: ``vkd`` (vkd.py) and the output-level baselines (output_level.py), plus the
+reusable saliency mask (saliency.py)."""
 
+from .output_level import ga_loss, grad_diff_loss, kl_min_loss, npo_loss
+from .saliency import apply_mask, fisher, saliency_mask
 from .vkd import vkd_loss
 
-METHODS = ("vkd",)
+OUTPUT_LEVEL = ("ga", "grad_diff", "kl_min", "npo", "mmunlearner")
+METHODS = ("vkd", *OUTPUT_LEVEL)
 
 
 def available_methods() -> list[str]:
     return sorted(METHODS)
 
 
-__all__ = ["available_methods", "vkd_loss"]
+__all__ = ["OUTPUT_LEVEL", "apply_mask", "available_methods", "fisher", "ga_loss", "grad_diff_loss",
+           "kl_min_loss", "npo_loss", "saliency_mask", "vkd_loss"]

@@ -1,0 +1,49 @@
+"""Question-answer batches for the output-level methods: prompt + answer tokens, loss on the
+answer tokens only (METHOD.md section 3)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def encode_qa(adapter, tokenizer, items: list[dict], name: str) -> list[dict]:
+    """Each item (``image``, ``question``, ``answer``) -> input_ids, labels (-100 outside the answer)
+    and the image inputs."""
+    out = []
+    for i, it in enumerate(items):
+        if not it.get("question") or not it.get("answer"):
+            raise ValueError(f"{name}[{i}] has no question/answer: output-level methods train on answer tokens, "
+                             "so every item needs 'question' and 'answer'")
+        image = adapter.preprocess([it["image"]])
+        n = adapter.num_image_tokens(**image)[0]
+        prompt = adapter.prompt(tokenizer, it["question"], n_image_tokens=n)
+        full = adapter.prompt(tokenizer, it["question"], n_image_tokens=n, answer=it["answer"])
+        p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        f_ids = tokenizer(full, add_special_tokens=False).input_ids
+        if f_ids[: len(p_ids)] != p_ids or len(f_ids) == len(p_ids):
+            raise ValueError(f"{name}[{i}]: the prompt's tokens are not a prefix of prompt+answer's with this "
+                             "tokenizer, so the answer tokens cannot be located")
+        labels = [-100] * len(p_ids) + f_ids[len(p_ids):]
+        out.append({"input_ids": torch.tensor(f_ids), "labels": torch.tensor(labels), "image": image})
+    return out
+
+
+def collate_qa(adapter, examples: list[dict], pad_id: int) -> tuple[dict, torch.Tensor]:
+    """Right-padded batch: (model inputs, labels)."""
+    width = max(e["input_ids"].numel() for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        n = e["input_ids"].numel()
+        ids[i, :n], labels[i, :n], mask[i, :n] = e["input_ids"], e["labels"], 1
+    images = adapter.collate([e["image"] for e in examples])
+    return adapter.model_inputs(ids, mask, **images), labels
+
+
+def answer_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities of the answer tokens: (logp [B, L-1] zero off-answer, mask [B, L-1])."""
+    logits, target = logits[:, :-1].float(), labels[:, 1:]
+    mask = target != -100
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
