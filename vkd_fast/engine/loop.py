@@ -9,6 +9,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -94,6 +95,32 @@ class _LiveTeacher:
         return self.adapter.visual_features(tap=self.tap, **self.adapter.collate(image_inputs))[0]
 
 
+class _Forward(torch.nn.Module):
+    """The student forward of a step as a module over the whole model, for DistributedDataParallel."""
+
+    def __init__(self, model, fn):
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 class _VKDStep:
     """One VKD step over the teacher cache (or a live teacher copy) and the forget anchors."""
 
@@ -123,6 +150,7 @@ class _VKDStep:
                 raise ValueError(f"forget images {too_long[:5]} have more visual tokens than any retain image; "
                                  "retain_mean has no anchor for those positions (use forget_target='misdirect')")
         self.pending = None
+        self.student = lambda **image_kwargs: adapter.visual_features(tap=config.tap, **image_kwargs)
 
     def _keys(self, plan_entry):
         fi, ri = plan_entry
@@ -131,7 +159,7 @@ class _VKDStep:
     def __call__(self, step, plan, gen):
         fi, ri = plan[step]
         batch = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
-        student, offsets = self.adapter.visual_features(tap=self.config.tap, **self.adapter.collate(batch))
+        student, offsets = self.student(**self.adapter.collate(batch))
         n_forget_rows = int(offsets[len(fi)])
         if self.live is None:
             if self.pending is None:
@@ -166,6 +194,7 @@ class _OutputLevelStep:
                                                                                     "mmunlearner") else None
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.cache = None
+        self.student = lambda **inputs: model(**inputs).logits
         with torch.no_grad():  # reference quantities of the unmodified model, computed once
             if method == "npo":
                 self.ref = torch.cat([self._logp(self.forget[i: i + 8])[0].sum(1)
@@ -178,7 +207,7 @@ class _OutputLevelStep:
 
     def _forward(self, examples):
         inputs, labels = collate_qa(self.adapter, examples, self.pad)
-        return self.model(**inputs).logits, labels
+        return self.student(**inputs), labels
 
     def _logp(self, examples):
         logits, labels = self._forward(examples)
@@ -254,13 +283,24 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     adapter.parse_tap(config.tap)
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
-    trajectory = {**config.trajectory_dict(), "method": method}
-    run_dir = prepare_run_dir(config.output_dir, trajectory, resume) if config.output_dir else None
+    world, rank = _world()
+    if config.batch_size % world:
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes (each takes "
+                         "an equal share of the global batch)")
+    trajectory = {**config.trajectory_dict(), "method": method, "world_size": world}
+    run_dir = None
+    if config.output_dir:  # rank 0 owns the run folder; the others wait for it
+        if rank == 0:
+            run_dir = prepare_run_dir(config.output_dir, trajectory, resume)
+        _barrier(world)
+        run_dir = Path(config.output_dir) if rank != 0 else run_dir
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
 
     if method == "vkd":
-        objective = _VKDStep(model, adapter, forget, retain, config, run_dir, teacher, progress)
+        # every rank computes the same teacher cache; only rank 0 keeps it in the run folder
+        objective = _VKDStep(model, adapter, forget, retain, config, run_dir if rank == 0 else None, teacher,
+                             progress and rank == 0)
         spec = config.trainable
     else:
         objective = _OutputLevelStep(model, adapter, tokenizer, forget, retain, config, method)
@@ -270,6 +310,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     bs = config.batch_size
     plan = [(torch.randint(0, len(forget), (bs,), generator=gen).tolist(),
              torch.randint(0, len(retain), (bs,), generator=gen).tolist()) for _ in range(config.steps)]
+    if world > 1:  # every rank draws the same global plan and takes its contiguous share
+        share = bs // world
+        plan = [(fi[rank * share:(rank + 1) * share], ri[rank * share:(rank + 1) * share]) for fi, ri in plan]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     mask_hooks = []
     if method == "mmunlearner":
@@ -281,6 +324,13 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         mask_hooks = apply_mask(named, masks)
         summary = {**summary, "names": [n for n, _ in named],
                    "masked_trainable": int(sum(masks[n].sum() for n, _ in named))}
+    if world > 1:
+        # DDP over the trainable parameters: the student forward goes through the wrapper so that its
+        # reducer averages their gradients across ranks (frozen parameters are not synchronised)
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(_Forward(model, objective.student))
+        objective.student = ddp
     optimizer = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
 
@@ -290,7 +340,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         if ckpt is not None:
             start = load_checkpoint(ckpt, named, optimizer, scheduler, gen)
 
-    log = open(config.log_path, "a") if config.log_path else None  # closed in the finally below
+    log = open(config.log_path, "a") if config.log_path and rank == 0 else None  # closed in the finally below
     history: list[dict] = []
     try:
         for step in range(start, config.steps):
@@ -318,12 +368,13 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
                 stop = stop_at is not None and record["eval"] <= stop_at
             history.append(record)
             last = stop or step + 1 == config.steps
-            if run_dir is not None and (last or (config.save_every and (step + 1) % config.save_every == 0)):
+            due = last or (config.save_every and (step + 1) % config.save_every == 0)
+            if run_dir is not None and rank == 0 and due:
                 save_checkpoint(run_dir, step + 1, named, optimizer, scheduler, gen)
             if log is not None and ((step + 1) % config.log_every == 0 or last):
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            if progress and ((step + 1) % config.log_every == 0 or last):
+            if progress and rank == 0 and ((step + 1) % config.log_every == 0 or last):
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
                                   if k not in ("step", "lr", "peak_rss_bytes"))
                 print(f"step {step + 1}/{config.steps} {shown}", file=sys.stderr)
