@@ -76,3 +76,22 @@ def test_unlearn_cli_errors_and_help(tmp_path):
     bad = _run("unlearn", str(tmp_path), "--forget", str(empty), "--retain", str(images), "--output-dir", str(tmp_path / "r2"),
                cwd=tmp_path)
     assert bad.returncode == 2 and "holds no image files" in bad.stderr
+
+
+def test_unlearn_cli_baseline_from_jsonl(tmp_path):
+    model = T.tiny_llava()
+    model.save_pretrained(tmp_path / "model")
+    T.tiny_tokenizer().save_pretrained(tmp_path / "model")
+    images = _image_dir(tmp_path / "imgs", 4, [100.0, 50.0, 0.0], 2)
+    for name, answer in (("forget", "baker"), ("retain", "pilot")):
+        rows = [json.dumps({"image": f"imgs/{p.name}", "question": "what is the job of this person ?",
+                            "answer": answer}) for p in sorted(images.iterdir())]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
+    out = _run("unlearn", str(tmp_path / "model"), "--forget", str(tmp_path / "forget.jsonl"), "--retain",
+               str(tmp_path / "retain.jsonl"), "--output-dir", str(tmp_path / "run"), "--method", "grad_diff",
+               "--save", "delta", "steps=4", "batch_size=2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["method"] == "grad_diff" and result["steps_run"] == 4
+    assert result["last"]["ce_forget"] > result["first"]["ce_forget"]
+    assert (tmp_path / "run" / "delta.safetensors").exists()

@@ -182,8 +182,14 @@ def run_unlearn(args) -> int:
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(args.model, local_files_only=True)
+    tokenizer = None
+    if args.method != "vkd":  # output-level methods score answer tokens
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model, local_files_only=True)
     t0 = time.perf_counter()
-    result = unlearn(model, forget, retain, method=args.method, config=config, resume=args.resume, progress=True)
+    result = unlearn(model, forget, retain, method=args.method, config=config, tokenizer=tokenizer,
+                     resume=args.resume, progress=True)
     from pathlib import Path
 
     out = Path(args.output_dir)
@@ -224,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p_un.add_argument("--retain", required=True, help="retain images: a folder of images or a .jsonl of {image: path}")
     p_un.add_argument("--output-dir", required=True, help="run folder (new, or the same run with --resume)")
     p_un.add_argument("--config", help="YAML file of options (see below)")
-    p_un.add_argument("--method", default="vkd", help="unlearning method (available: vkd)")
+    p_un.add_argument("--method", default="vkd", help="unlearning method: vkd (default), ga, grad_diff, kl_min, npo, "
+                                                      "mmunlearner (these need .jsonl data with question and answer, "
+                                                      "and a tokenizer in the model directory)")
     p_un.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     p_un.add_argument("--save", choices=("full", "delta", "none"), default="full",
                       help="export: the full model (output-dir/model), the trained tensors only "

@@ -51,6 +51,7 @@ class UnlearnConfig:
     min_lr_ratio: float = _opt(0.1, "final learning rate as a fraction of lr")
     grad_clip: float = _opt(1.0, "max global gradient norm (0 = off)")
     seed: int = _opt(0, "seed of the batch plan and of every random draw")
+    amp: str = _opt("bf16", "autocast on CUDA: 'bf16' or 'off' (CPU runs are always fp32)")
     teacher_batch_size: int = _opt(32, "images per batch when the teacher cache is built")
     cache_dtype: str = _opt("float32", "teacher cache dtype: 'float32', 'bfloat16' or 'float16'")
     log_path: str | None = _opt(None, "JSON-lines step log (None = no file)")
@@ -62,6 +63,7 @@ class UnlearnConfig:
         check_choice("forget_target", self.forget_target, FORGET_TARGETS)
         check_choice("metric", self.metric, METRICS)
         check_choice("cache_dtype", self.cache_dtype, ("float32", "bfloat16", "float16"))
+        check_choice("amp", self.amp, ("bf16", "off"))
         if not isinstance(self.tap, str) or not (self.tap == "projector" or self.tap.startswith("vision:")):
             raise ValueError(f"tap must be 'projector' or 'vision:<block>' for this engine, got {self.tap!r} "
                              "(llm:j taps need prompt batches, not supported by the loop yet)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -152,6 +153,13 @@ class _VKDStep:
         self.pending = None
         self.student = lambda **image_kwargs: adapter.visual_features(tap=config.tap, **image_kwargs)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.adapter.vision_tower.parameters()).device
+
+    def _to_device(self, kwargs: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) for k, v in kwargs.items()}
+
     def _keys(self, plan_entry):
         fi, ri = plan_entry
         return [self.r_keys[i] for i in ri] + [self.f_keys[i] for i in fi]
@@ -159,22 +167,25 @@ class _VKDStep:
     def __call__(self, step, plan, gen):
         fi, ri = plan[step]
         batch = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
-        student, offsets = self.student(**self.adapter.collate(batch))
+        student, offsets = self.student(**self._to_device(self.adapter.collate(batch)))
+        target_device = self.device if self.device.type == "cuda" else None
         n_forget_rows = int(offsets[len(fi)])
         if self.live is None:
             if self.pending is None:
-                self.pending = self.cache.prefetch(self._keys(plan[step]))
+                self.pending = self.cache.prefetch(self._keys(plan[step]), target_device)
             targets, _ = self.pending.wait()
-            # the next step's teacher rows load while this one trains
-            self.pending = self.cache.prefetch(self._keys(plan[step + 1])) if step + 1 < len(plan) else None
+            # the next step's teacher rows load (and, on CUDA, copy) while this one trains
+            self.pending = (self.cache.prefetch(self._keys(plan[step + 1]), target_device)
+                            if step + 1 < len(plan) else None)
             retain_t = targets[: targets.shape[0] - n_forget_rows]
             forget_own = targets[targets.shape[0] - n_forget_rows:]
         else:
             t_all = self.live.features(batch)
             forget_own, retain_t = t_all[:n_forget_rows], t_all[n_forget_rows:]
         if self.anchor is not None:
-            index = torch.cat([torch.arange(n) for n in offsets.diff()[: len(fi)].tolist()])
-            loss, terms = vkd_loss(student, n_forget_rows, retain_t, self.anchor, self.config, index)
+            index = torch.cat([torch.arange(n) for n in offsets.diff()[: len(fi)].tolist()]).to(student.device)
+            loss, terms = vkd_loss(student, n_forget_rows, retain_t, self.anchor.to(student.device), self.config,
+                                   index)
         else:
             loss, terms = vkd_loss(student, n_forget_rows, retain_t, forget_own, self.config, generator=gen)
         return loss, terms, student.shape[0]
@@ -207,7 +218,9 @@ class _OutputLevelStep:
 
     def _forward(self, examples):
         inputs, labels = collate_qa(self.adapter, examples, self.pad)
-        return self.student(**inputs), labels
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        return self.student(**inputs), labels.to(device)
 
     def _logp(self, examples):
         logits, labels = self._forward(examples)
@@ -235,7 +248,7 @@ class _OutputLevelStep:
             loss, terms = grad_diff_loss(f_logp, f_mask, *self._logp([self.retain[i] for i in ri]))
         elif self.method == "kl_min":
             student, _ = self._answer_logits([self.retain[i] for i in ri])
-            teacher, _ = self.cache.get(ri)
+            teacher, _ = self.cache.get(ri, device=student.device)
             loss, terms = kl_min_loss(f_logp, f_mask, student, teacher)
         else:  # npo
             loss, terms = npo_loss(f_logp, f_mask, self.ref[fi], self.config.npo_beta)
@@ -340,12 +353,17 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         if ckpt is not None:
             start = load_checkpoint(ckpt, named, optimizer, scheduler, gen)
 
+    device = next(model.parameters()).device
+    # bf16 autocast on CUDA (fp32 elsewhere); the fused loss accumulates in fp32 and returns fp32
+    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp == "bf16" and device.type == "cuda"
+           else contextlib.nullcontext())
     log = open(config.log_path, "a") if config.log_path and rank == 0 else None  # closed in the finally below
     history: list[dict] = []
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
-            loss, terms, n_tokens = objective(step, plan, gen)
+            with amp:
+                loss, terms, n_tokens = objective(step, plan, gen)
             loss.backward()
             if step == 0:
                 dead = [n for n, p in named if p.grad is None or not torch.any(p.grad != 0)]

@@ -20,9 +20,11 @@ def build_teacher_cache(adapter, image_inputs: list[dict], keys: list[int], tap:
     into a new cache keyed by ``keys``; no copy of the teacher is kept."""
     cache = ActivationCache(_DTYPES[dtype])
     t0 = time.perf_counter()
+    device = next(adapter.vision_tower.parameters()).device
     for start in range(0, len(image_inputs), batch_size):
         chunk = image_inputs[start : start + batch_size]
-        feats, offsets = adapter.visual_features(tap=tap, **adapter.collate(chunk))
+        batch = {k: v.to(device) for k, v in adapter.collate(chunk).items()}
+        feats, offsets = adapter.visual_features(tap=tap, **batch)
         bounds = offsets.tolist()
         cache.put_batch(keys[start : start + len(chunk)],
                         [feats[a:b].to(cache.dtype) for a, b in zip(bounds, bounds[1:])])
