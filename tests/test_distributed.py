@@ -84,7 +84,7 @@ def _odd_worker(rank, init_file):
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", world_size=2, rank=rank)
     try:
-        with pytest.raises(ValueError, match="batch_size=3 must be divisible by the 2 processes"):
+        with pytest.raises(ValueError, match="batch_size=3 must be divisible by the 2 processes x grad_accum=1"):
             vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "batch_size": 3}))
     finally:
         dist.destroy_process_group()

@@ -210,3 +210,13 @@ def test_exports_delta_and_full_model(tmp_path):
     result.save_pretrained(tmp_path / "full")
     loaded = type(result.model).from_pretrained(tmp_path / "full", attn_implementation="eager")
     assert all(torch.equal(p, q) for p, q in zip(loaded.parameters(), result.model.parameters()))
+
+
+def test_gradient_accumulation_matches_the_whole_batch():
+    whole = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "batch_size": 4})).model
+    accum = vf.unlearn(T.tiny_llava(), FORGET, RETAIN,
+                       config=vf.UnlearnConfig(**{**CFG, "batch_size": 4, "grad_accum": 2})).model
+    for (n, p), q in zip(whole.named_parameters(), accum.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
+    with pytest.raises(ValueError, match="batch_size=3 must be divisible by the 1 processes x grad_accum=2"):
+        vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "grad_accum": 2}))

@@ -44,7 +44,8 @@ class UnlearnConfig:
     mask_ratio: float | None = _opt(None, "saliency mask: instead update the top fraction of weights by that ratio")
     mask_batches: int = _opt(4, "saliency mask: batches per side for the Fisher estimates")
     steps: int = _opt(200, "optimisation steps")
-    batch_size: int = _opt(8, "images per step on each side (forget and retain)")
+    batch_size: int = _opt(8, "images per optimiser step on each side (forget and retain), over all processes")
+    grad_accum: int = _opt(1, "micro-batches the step's batch is split into (less memory; loss averaged)")
     lr: float = _opt(1e-3, "AdamW learning rate")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
     warmup_steps: int = _opt(0, "linear warm-up steps, then cosine decay")
@@ -67,7 +68,7 @@ class UnlearnConfig:
         if not isinstance(self.tap, str) or not (self.tap == "projector" or self.tap.startswith("vision:")):
             raise ValueError(f"tap must be 'projector' or 'vision:<block>' for this engine, got {self.tap!r} "
                              "(llm:j taps need prompt batches, not supported by the loop yet)")
-        for name in ("steps", "batch_size", "teacher_batch_size", "log_every", "mask_batches"):
+        for name in ("steps", "batch_size", "teacher_batch_size", "log_every", "mask_batches", "grad_accum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

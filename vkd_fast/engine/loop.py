@@ -297,9 +297,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
     world, rank = _world()
-    if config.batch_size % world:
-        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes (each takes "
-                         "an equal share of the global batch)")
+    if config.batch_size % (world * config.grad_accum):
+        raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes x "
+                         f"grad_accum={config.grad_accum} (each takes an equal share of the global batch)")
     trajectory = {**config.trajectory_dict(), "method": method, "world_size": world}
     run_dir = None
     if config.output_dir:  # rank 0 owns the run folder; the others wait for it
@@ -323,9 +323,11 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     bs = config.batch_size
     plan = [(torch.randint(0, len(forget), (bs,), generator=gen).tolist(),
              torch.randint(0, len(retain), (bs,), generator=gen).tolist()) for _ in range(config.steps)]
-    if world > 1:  # every rank draws the same global plan and takes its contiguous share
-        share = bs // world
-        plan = [(fi[rank * share:(rank + 1) * share], ri[rank * share:(rank + 1) * share]) for fi, ri in plan]
+    # every rank draws the same global plan and takes its contiguous share; the share is split into
+    # grad_accum micro-batches: optimiser step t uses entries t*grad_accum ... (t+1)*grad_accum - 1
+    micro = bs // (world * config.grad_accum)
+    plan = [(fi[o:o + micro], ri[o:o + micro]) for fi, ri in plan
+            for o in range(rank * micro * config.grad_accum, (rank + 1) * micro * config.grad_accum, micro)]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     mask_hooks = []
     if method == "mmunlearner":
@@ -362,9 +364,16 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
-            with amp:
-                loss, terms, n_tokens = objective(step, plan, gen)
-            loss.backward()
+            loss, n_tokens, sums = 0.0, 0, {}
+            for micro in range(step * config.grad_accum, (step + 1) * config.grad_accum):
+                with amp:
+                    part, terms, tokens = objective(micro, plan, gen)
+                (part / config.grad_accum).backward()
+                loss += float(part.detach()) / config.grad_accum
+                n_tokens += tokens
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / config.grad_accum
+            terms = sums
             if step == 0:
                 dead = [n for n, p in named if p.grad is None or not torch.any(p.grad != 0)]
                 if dead:
@@ -377,7 +386,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - t0
-            record = {"step": step + 1, "loss": float(loss.detach()), **{k: float(v) for k, v in terms.items()},
+            record = {"step": step + 1, "loss": loss, **terms,
                       "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / seconds,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
             stop = False
