@@ -114,7 +114,9 @@ def test_bad_input_is_rejected_before_any_work():
         (lambda: vf.unlearn(model, FORGET, RETAIN, config={"steps": 1}), TypeError, "config must be a vkd_fast.UnlearnConfig"),
         (lambda: vf.unlearn(model, FORGET, RETAIN, teacher="gpu"), ValueError, "teacher must be one of"),
         (lambda: vf.UnlearnConfig(forget_target="away"), ValueError, "forget_target must be one of"),
-        (lambda: vf.UnlearnConfig(tap="llm:1"), ValueError, "llm:j taps need prompt batches"),
+        (lambda: vf.UnlearnConfig(tap="text:1"), ValueError, "tap must be 'projector', 'vision:<block>' or 'llm:<layer>'"),
+        (lambda: vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(tap="llm:1")), ValueError,
+         "needs tokenizer"),
         (lambda: vf.UnlearnConfig(steps=0), ValueError, "steps must be a positive int"),
         (lambda: vf.UnlearnConfig(lr=-1.0), ValueError, "lr must be > 0"),
         (lambda: vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(tap="vision:9")), ValueError,
@@ -220,3 +222,24 @@ def test_gradient_accumulation_matches_the_whole_batch():
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
     with pytest.raises(ValueError, match="batch_size=3 must be divisible by the 1 processes x grad_accum=2"):
         vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "grad_accum": 2}))
+
+
+@pytest.mark.parametrize("build", [T.tiny_llava, T.tiny_qwen2_vl], ids=["llava", "qwen2_vl"])
+def test_vkd_with_an_llm_tap_runs_j_frozen_layers(build):
+    model = build()
+    ad = A.get_adapter(model)
+    specials = None if build is T.tiny_llava else T.QWEN_SPECIAL_TOKENS
+    tok = T.tiny_tokenizer(specials)
+    llm = {n: p.detach().clone() for n, p in model.named_parameters() if ".language_model." in n}
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        text_before = ad.text_logits(ids)
+    with A.count_calls(ad.llm_layers) as calls:
+        result = vf.unlearn(model, _qa(FORGET, "baker"), RETAIN, config=vf.UnlearnConfig(**CFG, tap="llm:1"),
+                            tokenizer=tok)
+    assert set(calls) == {0}  # only the first decoder layer ever runs
+    h = result.history
+    assert h[0]["loss_retain"] == 0.0 and h[-1]["loss_forget"] < 0.5 * h[0]["loss_forget"]
+    assert all(torch.equal(p, llm[n]) for n, p in model.named_parameters() if n in llm)
+    with torch.no_grad():
+        assert torch.equal(ad.text_logits(ids), text_before)

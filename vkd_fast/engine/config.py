@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 from ..ops import METRICS, check_choice
@@ -25,7 +26,9 @@ class UnlearnConfig:
     #: options that may differ when a run is resumed (they do not change the trajectory)
     RESUMABLE_CHANGES = ("log_path", "log_every", "save_every", "output_dir")
 
-    tap: str = _opt("projector", "feature tap: 'projector' or 'vision:<block>' (llm:j taps are not in the loop yet)")
+    tap: str = _opt("projector", "feature tap: 'projector', 'vision:<block>' or 'llm:<layer>' (llm taps need a "
+                                 "tokenizer and run the frozen LLM's first layers)")
+    llm_tap_prompt: str = _opt("What is in the image?", "llm taps: the prompt of items without a question")
     trainable: str = _opt("vision+projector",
                           "trainable set: 'projector', 'projector+vision_last:<K>' or 'vision+projector'")
     lora: dict | None = _opt(None, "LoRA on the trainable set: peft LoraConfig arguments, e.g. {r: 8, lora_alpha: 16}")
@@ -65,9 +68,8 @@ class UnlearnConfig:
         check_choice("metric", self.metric, METRICS)
         check_choice("cache_dtype", self.cache_dtype, ("float32", "bfloat16", "float16"))
         check_choice("amp", self.amp, ("bf16", "off"))
-        if not isinstance(self.tap, str) or not (self.tap == "projector" or self.tap.startswith("vision:")):
-            raise ValueError(f"tap must be 'projector' or 'vision:<block>' for this engine, got {self.tap!r} "
-                             "(llm:j taps need prompt batches, not supported by the loop yet)")
+        if not isinstance(self.tap, str) or not re.match(r"^(projector|vision:-?\d+|llm:-?\d+)$", self.tap):
+            raise ValueError(f"tap must be 'projector', 'vision:<block>' or 'llm:<layer>', got {self.tap!r}")
         for name in ("steps", "batch_size", "teacher_batch_size", "log_every", "mask_batches", "grad_accum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

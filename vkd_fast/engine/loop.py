@@ -31,7 +31,7 @@ from ..ops import check_choice
 from .checkpoint import TEACHER_FILE, latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint, save_delta
 from .config import UnlearnConfig
 from .qa import answer_logprobs, collate_qa, encode_qa
-from .teacher import build_teacher_cache, misdirect_anchor, retain_mean_anchor
+from .teacher import build_teacher_cache, collate_inputs, misdirect_anchor, retain_mean_anchor
 
 
 @dataclass
@@ -92,8 +92,8 @@ class _LiveTeacher:
         self.tap = tap
 
     @torch.no_grad()
-    def features(self, image_inputs: list[dict]) -> torch.Tensor:
-        return self.adapter.visual_features(tap=self.tap, **self.adapter.collate(image_inputs))[0]
+    def features(self, inputs: list[dict]) -> torch.Tensor:
+        return self.adapter.visual_features(tap=self.tap, **collate_inputs(self.adapter, inputs))[0]
 
 
 class _Forward(torch.nn.Module):
@@ -125,9 +125,17 @@ def _barrier(world: int) -> None:
 class _VKDStep:
     """One VKD step over the teacher cache (or a live teacher copy) and the forget anchors."""
 
-    def __init__(self, model, adapter, forget, retain, config, run_dir, teacher, progress):
+    def __init__(self, model, adapter, forget, retain, config, run_dir, teacher, progress, tokenizer=None):
         self.adapter, self.config = adapter, config
         self.inputs = [adapter.preprocess([it["image"]]) for it in forget + retain]
+        if config.tap.startswith("llm:"):
+            # hidden states at image positions depend on the text before them: each image gets its prompt
+            # (the item's question, else config.llm_tap_prompt), the same for teacher and student
+            for inp, it in zip(self.inputs, forget + retain):
+                n = adapter.num_image_tokens(**inp)[0]
+                text = adapter.prompt(tokenizer, it.get("question") or config.llm_tap_prompt, n_image_tokens=n)
+                ids = torch.tensor([tokenizer(text, add_special_tokens=False).input_ids])
+                inp.update(input_ids=ids, attention_mask=torch.ones_like(ids))
         nf, nr = len(forget), len(retain)
         self.f_keys, self.r_keys = list(range(nf)), list(range(nf, nf + nr))
         self.live = _LiveTeacher(model, config.tap) if teacher == "live" else None
@@ -167,7 +175,7 @@ class _VKDStep:
     def __call__(self, step, plan, gen):
         fi, ri = plan[step]
         batch = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
-        student, offsets = self.student(**self._to_device(self.adapter.collate(batch)))
+        student, offsets = self.student(**self._to_device(collate_inputs(self.adapter, batch)))
         target_device = self.device if self.device.type == "cuda" else None
         n_forget_rows = int(offsets[len(fi)])
         if self.live is None:
@@ -284,6 +292,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     if eval_every and eval_fn is None:
         raise ValueError("eval_every needs eval_fn (a callable model -> forget accuracy)")
     forget, retain = _check_items("forget", forget), _check_items("retain", retain)
+    if method == "vkd" and config.tap.startswith("llm:") and tokenizer is None:
+        raise ValueError(f"tap {config.tap!r} runs the language model on a prompt per image and needs tokenizer=...")
     if method != "vkd":
         if tokenizer is None:
             raise ValueError(f"method {method!r} trains on answer tokens and needs tokenizer=...")
@@ -313,7 +323,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     if method == "vkd":
         # every rank computes the same teacher cache; only rank 0 keeps it in the run folder
         objective = _VKDStep(model, adapter, forget, retain, config, run_dir if rank == 0 else None, teacher,
-                             progress and rank == 0)
+                             progress and rank == 0, tokenizer)
         spec = config.trainable
     else:
         objective = _OutputLevelStep(model, adapter, tokenizer, forget, retain, config, method)

@@ -13,6 +13,23 @@ from ..cache import ActivationCache
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+_PROMPT_KEYS = ("input_ids", "attention_mask")
+
+
+def collate_inputs(adapter, items: list[dict]) -> dict:
+    """Join single-image inputs into a batch; prompts (``llm:j`` taps) are right-padded."""
+    batch = adapter.collate([{k: v for k, v in it.items() if k not in _PROMPT_KEYS} for it in items])
+    if "input_ids" in items[0]:
+        width = max(it["input_ids"].shape[1] for it in items)
+        ids = torch.zeros(len(items), width, dtype=torch.long)
+        mask = torch.zeros(len(items), width, dtype=torch.long)
+        for i, it in enumerate(items):
+            n = it["input_ids"].shape[1]
+            ids[i, :n], mask[i, :n] = it["input_ids"][0], 1
+        batch.update(input_ids=ids, attention_mask=mask)
+    return batch
+
+
 @torch.no_grad()
 def build_teacher_cache(adapter, image_inputs: list[dict], keys: list[int], tap: str, batch_size: int,
                         dtype: str = "float32", progress: bool = True) -> ActivationCache:
@@ -23,7 +40,7 @@ def build_teacher_cache(adapter, image_inputs: list[dict], keys: list[int], tap:
     device = next(adapter.vision_tower.parameters()).device
     for start in range(0, len(image_inputs), batch_size):
         chunk = image_inputs[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in adapter.collate(chunk).items()}
+        batch = {k: v.to(device) for k, v in collate_inputs(adapter, chunk).items()}
         feats, offsets = adapter.visual_features(tap=tap, **batch)
         bounds = offsets.tolist()
         cache.put_batch(keys[start : start + len(chunk)],
