@@ -243,3 +243,17 @@ def test_vkd_with_an_llm_tap_runs_j_frozen_layers(build):
     assert all(torch.equal(p, llm[n]) for n, p in model.named_parameters() if n in llm)
     with torch.no_grad():
         assert torch.equal(ad.text_logits(ids), text_before)
+
+
+def test_vkd_optional_output_terms():
+    model = T.tiny_llava()
+    cfg = vf.UnlearnConfig(**CFG, lambda_npo=0.5, lambda_ce=0.5)
+    result = vf.unlearn(model, _qa(FORGET, "baker"), _qa(RETAIN, "pilot"), config=cfg, tokenizer=T.tiny_tokenizer())
+    h = result.history
+    assert {"loss_npo", "loss_ce"} <= set(h[0]) and h[-1]["loss"] < h[0]["loss"]
+    assert not set(result.trainable["names"]) & {n for n, _ in model.named_parameters() if ".language_model." in n}
+    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce trains on answer tokens and needs tokenizer"):
+        vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg)
+    with pytest.raises(ValueError, match=r"retain items \[0, 1, .*carry no question/answer"):
+        vf.unlearn(T.tiny_llava(), _qa(FORGET, "baker"), RETAIN, config=vf.UnlearnConfig(**CFG, lambda_ce=1.0),
+                   tokenizer=T.tiny_tokenizer())

@@ -39,6 +39,8 @@ class UnlearnConfig:
     metric: str = _opt("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
     lambda_retain: float = _opt(1.0, "weight of the retain term")
     lambda_forget: float = _opt(1.0, "weight of the forget term")
+    lambda_npo: float = _opt(0.0, "vkd: weight of an optional NPO term on forget answers (needs QA items, a tokenizer)")
+    lambda_ce: float = _opt(0.0, "vkd: weight of an optional CE term on retain answers (needs QA items, a tokenizer)")
     baseline_trainable: str = _opt("language_model", "what ga / grad_diff / kl_min / npo update: 'language_model' "
                                    "(W and its head), 'all', or a visual set (mmunlearner always uses 'all')")
     npo_beta: float = _opt(0.4, "npo: inverse temperature beta")
@@ -77,8 +79,8 @@ class UnlearnConfig:
         for name in ("lr", "misdirect_scale", "repel_margin", "npo_beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("lambda_retain", "lambda_forget", "weight_decay", "grad_clip", "warmup_steps", "repel_noise",
-                     "save_every"):
+        for name in ("lambda_retain", "lambda_forget", "lambda_npo", "lambda_ce", "weight_decay", "grad_clip",
+                     "warmup_steps", "repel_noise", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.mask_ratio is not None and not 0 < self.mask_ratio <= 1:

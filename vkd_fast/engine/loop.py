@@ -160,6 +160,8 @@ class _VKDStep:
                                  "retain_mean has no anchor for those positions (use forget_target='misdirect')")
         self.pending = None
         self.student = lambda **image_kwargs: adapter.visual_features(tap=config.tap, **image_kwargs)
+        self.qa = (_OutputLevelStep(model, adapter, tokenizer, forget, retain, config, "vkd_terms")
+                   if config.lambda_npo > 0 or config.lambda_ce > 0 else None)
 
     @property
     def device(self) -> torch.device:
@@ -196,6 +198,17 @@ class _VKDStep:
                                    index)
         else:
             loss, terms = vkd_loss(student, n_forget_rows, retain_t, forget_own, self.config, generator=gen)
+        if self.qa is not None:  # optional output-level terms: a full forward through the frozen LLM
+            if self.config.lambda_npo > 0:
+                f_logp, f_mask = self.qa._logp([self.qa.forget[i] for i in fi])
+                npo, _ = npo_loss(f_logp, f_mask, self.qa.ref[fi], self.config.npo_beta)
+                loss = loss + self.config.lambda_npo * npo
+                terms["loss_npo"] = npo.detach()
+            if self.config.lambda_ce > 0:
+                r_logp, r_mask = self.qa._logp([self.qa.retain[i] for i in ri])
+                retain_ce = -ga_loss(r_logp, r_mask)[0]
+                loss = loss + self.config.lambda_ce * retain_ce
+                terms["loss_ce"] = retain_ce.detach()
         return loss, terms, student.shape[0]
 
     def close(self) -> dict:
@@ -208,14 +221,17 @@ class _OutputLevelStep:
 
     def __init__(self, model, adapter, tokenizer, forget, retain, config, method):
         self.model, self.adapter, self.config, self.method = model, adapter, config, method
-        self.forget = encode_qa(adapter, tokenizer, forget, "forget")
-        self.retain = encode_qa(adapter, tokenizer, retain, "retain") if method in ("grad_diff", "kl_min",
-                                                                                    "mmunlearner") else None
+        # "vkd_terms": the optional output-level terms of VKD (NPO on forget, CE on retain answers)
+        terms = method == "vkd_terms"
+        need_forget = config.lambda_npo > 0 if terms else True
+        need_retain = config.lambda_ce > 0 if terms else method in ("grad_diff", "kl_min", "mmunlearner")
+        self.forget = encode_qa(adapter, tokenizer, forget, "forget") if need_forget else None
+        self.retain = encode_qa(adapter, tokenizer, retain, "retain") if need_retain else None
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.cache = None
         self.student = lambda **inputs: model(**inputs).logits
         with torch.no_grad():  # reference quantities of the unmodified model, computed once
-            if method == "npo":
+            if method == "npo" or (terms and need_forget):
                 self.ref = torch.cat([self._logp(self.forget[i: i + 8])[0].sum(1)
                                       for i in range(0, len(self.forget), 8)])
             if method == "kl_min":
@@ -294,10 +310,13 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     forget, retain = _check_items("forget", forget), _check_items("retain", retain)
     if method == "vkd" and config.tap.startswith("llm:") and tokenizer is None:
         raise ValueError(f"tap {config.tap!r} runs the language model on a prompt per image and needs tokenizer=...")
-    if method != "vkd":
+    qa_sides = (("forget", forget), ("retain", retain)) if method != "vkd" else (
+        (("forget", forget),) * (config.lambda_npo > 0) + (("retain", retain),) * (config.lambda_ce > 0))
+    if qa_sides:
         if tokenizer is None:
-            raise ValueError(f"method {method!r} trains on answer tokens and needs tokenizer=...")
-        for name, items in (("forget", forget), ("retain", retain)):
+            what = f"method {method!r}" if method != "vkd" else "vkd with lambda_npo / lambda_ce"
+            raise ValueError(f"{what} trains on answer tokens and needs tokenizer=...")
+        for name, items in qa_sides:
             bare = [i for i, it in enumerate(items) if not it.get("question") or not it.get("answer")]
             if bare:
                 raise ValueError(f"{name} items {bare[:5]} carry no question/answer: output-level methods train "
@@ -307,6 +326,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
     world, rank = _world()
+    if world > 1 and method == "vkd" and (config.lambda_npo > 0 or config.lambda_ce > 0):
+        raise ValueError("vkd's lambda_npo / lambda_ce terms are not supported in multi-process runs yet "
+                         "(their forward would bypass DDP's gradient averaging)")
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size={config.batch_size} must be divisible by the {world} processes x "
                          f"grad_accum={config.grad_accum} (each takes an equal share of the global batch)")
