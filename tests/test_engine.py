@@ -257,3 +257,16 @@ def test_vkd_optional_output_terms():
     with pytest.raises(ValueError, match=r"retain items \[0, 1, .*carry no question/answer"):
         vf.unlearn(T.tiny_llava(), _qa(FORGET, "baker"), RETAIN, config=vf.UnlearnConfig(**CFG, lambda_ce=1.0),
                    tokenizer=T.tiny_tokenizer())
+
+
+@pytest.mark.parametrize("method", ["vkd", "grad_diff"])
+def test_interleaved_batches_alternate_sides(method):
+    kw = {} if method == "vkd" else {"tokenizer": T.tiny_tokenizer()}
+    forget, retain = (FORGET, RETAIN) if method == "vkd" else (_qa(FORGET, "baker"), _qa(RETAIN, "pilot"))
+    cfg = vf.UnlearnConfig(**{**CFG, "steps": 6}, batch_mode="interleaved")
+    h = vf.unlearn(T.tiny_llava(), forget, retain, method=method, config=cfg, **kw).history
+    if method == "vkd":
+        assert all(r["loss_retain"] == 0.0 for r in h[0::2]) and all(r["loss_forget"] == 0.0 for r in h[1::2])
+        assert h[2]["loss_forget"] < h[0]["loss_forget"]
+    else:
+        assert all("ce_retain" not in r for r in h[0::2]) and all("ce_forget" not in r for r in h[1::2])

@@ -50,6 +50,8 @@ class UnlearnConfig:
     mask_batches: int = _opt(4, "saliency mask: batches per side for the Fisher estimates")
     steps: int = _opt(200, "optimisation steps")
     batch_size: int = _opt(8, "images per optimiser step on each side (forget and retain), over all processes")
+    batch_mode: str = _opt("mixed", "'mixed' (forget and retain in every micro-batch) or 'interleaved' (alternating; "
+                                    "vkd, grad_diff, kl_min)")
     grad_accum: int = _opt(1, "micro-batches the step's batch is split into (less memory; loss averaged)")
     lr: float = _opt(1e-3, "AdamW learning rate")
     weight_decay: float = _opt(0.0, "AdamW weight decay")
@@ -70,6 +72,7 @@ class UnlearnConfig:
         check_choice("metric", self.metric, METRICS)
         check_choice("cache_dtype", self.cache_dtype, ("float32", "bfloat16", "float16"))
         check_choice("amp", self.amp, ("bf16", "off"))
+        check_choice("batch_mode", self.batch_mode, ("mixed", "interleaved"))
         if not isinstance(self.tap, str) or not re.match(r"^(projector|vision:-?\d+|llm:-?\d+)$", self.tap):
             raise ValueError(f"tap must be 'projector', 'vision:<block>' or 'llm:<layer>', got {self.tap!r}")
         for name in ("steps", "batch_size", "teacher_batch_size", "log_every", "mask_batches", "grad_accum"):

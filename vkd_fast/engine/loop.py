@@ -21,9 +21,9 @@ from ..methods import (
     available_methods,
     fisher,
     ga_loss,
-    grad_diff_loss,
-    kl_min_loss,
     npo_loss,
+    retain_ce_term,
+    retain_kl_term,
     saliency_mask,
     vkd_loss,
 )
@@ -193,7 +193,8 @@ class _VKDStep:
             t_all = self.live.features(batch)
             forget_own, retain_t = t_all[:n_forget_rows], t_all[n_forget_rows:]
         if self.anchor is not None:
-            index = torch.cat([torch.arange(n) for n in offsets.diff()[: len(fi)].tolist()]).to(student.device)
+            index = torch.cat([torch.arange(n) for n in offsets.diff()[: len(fi)].tolist()]
+                              or [torch.zeros(0, dtype=torch.long)]).to(student.device)
             loss, terms = vkd_loss(student, n_forget_rows, retain_t, self.anchor.to(student.device), self.config,
                                    index)
         else:
@@ -265,18 +266,27 @@ class _OutputLevelStep:
 
     def __call__(self, step, plan, gen):
         fi, ri = plan[step]
-        f_logp, f_mask = self._logp([self.forget[i] for i in fi])
-        if self.method in ("ga", "mmunlearner"):
-            loss, terms = ga_loss(f_logp, f_mask)
-        elif self.method == "grad_diff":
-            loss, terms = grad_diff_loss(f_logp, f_mask, *self._logp([self.retain[i] for i in ri]))
-        elif self.method == "kl_min":
-            student, _ = self._answer_logits([self.retain[i] for i in ri])
-            teacher, _ = self.cache.get(ri, device=student.device)
-            loss, terms = kl_min_loss(f_logp, f_mask, student, teacher)
-        else:  # npo
-            loss, terms = npo_loss(f_logp, f_mask, self.ref[fi], self.config.npo_beta)
-        return loss, terms, int(f_mask.sum())
+        parts, tokens = [], 0
+        if fi:  # interleaved batches leave one side empty on alternate steps
+            f_logp, f_mask = self._logp([self.forget[i] for i in fi])
+            tokens += int(f_mask.sum())
+            if self.method == "npo":
+                parts.append(npo_loss(f_logp, f_mask, self.ref[fi], self.config.npo_beta))
+            else:
+                parts.append(ga_loss(f_logp, f_mask))
+        if ri and self.method == "grad_diff":
+            r_logp, r_mask = self._logp([self.retain[i] for i in ri])
+            tokens += int(r_mask.sum())
+            parts.append(retain_ce_term(r_logp, r_mask))
+        elif ri and self.method == "kl_min":
+            student, mask = self._answer_logits([self.retain[i] for i in ri])
+            tokens += int(mask.sum())
+            parts.append(retain_kl_term(student, self.cache.get(ri, device=student.device)[0]))
+        loss, terms = parts[0][0], dict(parts[0][1])
+        for value, t in parts[1:]:
+            loss = loss + value
+            terms.update(t)
+        return loss, terms, tokens
 
     def close(self) -> dict:
         if self.cache is None:
@@ -360,6 +370,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     micro = bs // (world * config.grad_accum)
     plan = [(fi[o:o + micro], ri[o:o + micro]) for fi, ri in plan
             for o in range(rank * micro * config.grad_accum, (rank + 1) * micro * config.grad_accum, micro)]
+    if config.batch_mode == "interleaved" and method in ("vkd", "grad_diff", "kl_min"):
+        # alternate micro-batches: forget only, then retain only (one-sided methods have nothing to alternate)
+        plan = [(fi, []) if m % 2 == 0 else ([], ri) for m, (fi, ri) in enumerate(plan)]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     mask_hooks = []
     if method == "mmunlearner":

@@ -1,7 +1,7 @@
 """Unlearning objectives: ``vkd`` (vkd.py) and the output-level baselines (output_level.py), plus the
 reusable saliency mask (saliency.py)."""
 
-from .output_level import ga_loss, grad_diff_loss, kl_min_loss, npo_loss
+from .output_level import ga_loss, grad_diff_loss, kl_min_loss, npo_loss, retain_ce_term, retain_kl_term
 from .saliency import apply_mask, fisher, saliency_mask
 from .vkd import vkd_loss
 
@@ -14,4 +14,4 @@ def available_methods() -> list[str]:
 
 
 __all__ = ["OUTPUT_LEVEL", "apply_mask", "available_methods", "fisher", "ga_loss", "grad_diff_loss",
-           "kl_min_loss", "npo_loss", "saliency_mask", "vkd_loss"]
+           "kl_min_loss", "npo_loss", "retain_ce_term", "retain_kl_term", "saliency_mask", "vkd_loss"]

@@ -23,22 +23,40 @@ def ce(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def ga_loss(f_logp, f_mask) -> tuple[torch.Tensor, dict]:
+    """The forget term shared by ga, grad_diff, kl_min and mmunlearner: -CE(forget answers)."""
     forget_ce = ce(f_logp, f_mask)
     return -forget_ce, {"ce_forget": forget_ce.detach()}
 
 
+def retain_ce_term(r_logp, r_mask) -> tuple[torch.Tensor, dict]:
+    """grad_diff's retain term: CE(retain answers)."""
+    retain_ce = ce(r_logp, r_mask)
+    return retain_ce, {"ce_retain": retain_ce.detach()}
+
+
+def retain_kl_term(r_logits_answer, r_teacher_logprobs) -> tuple[torch.Tensor, dict]:
+    """kl_min's retain term: KL(teacher || student) over the retain answer positions ([T, V] each)."""
+    student = torch.log_softmax(r_logits_answer.float(), dim=-1)
+    kl = F.kl_div(student, r_teacher_logprobs.float(), log_target=True, reduction="batchmean")
+    return kl, {"kl_retain": kl.detach()}
+
+
+def _combine(*parts) -> tuple[torch.Tensor, dict]:
+    loss, terms = 0, {}
+    for value, t in parts:
+        loss = loss + value
+        terms.update(t)
+    return loss, terms
+
+
 def grad_diff_loss(f_logp, f_mask, r_logp, r_mask) -> tuple[torch.Tensor, dict]:
-    forget_ce, retain_ce = ce(f_logp, f_mask), ce(r_logp, r_mask)
-    return -forget_ce + retain_ce, {"ce_forget": forget_ce.detach(), "ce_retain": retain_ce.detach()}
+    return _combine(ga_loss(f_logp, f_mask), retain_ce_term(r_logp, r_mask))
 
 
 def kl_min_loss(f_logp, f_mask, r_logits_answer, r_teacher_logprobs) -> tuple[torch.Tensor, dict]:
     """``r_logits_answer``: student logits at the retain answer positions [T, V];
     ``r_teacher_logprobs``: the teacher's log-probabilities there [T, V]."""
-    forget_ce = ce(f_logp, f_mask)
-    student = torch.log_softmax(r_logits_answer.float(), dim=-1)
-    kl = F.kl_div(student, r_teacher_logprobs.float(), log_target=True, reduction="batchmean")
-    return -forget_ce + kl, {"ce_forget": forget_ce.detach(), "kl_retain": kl.detach()}
+    return _combine(ga_loss(f_logp, f_mask), retain_kl_term(r_logits_answer, r_teacher_logprobs))
 
 
 def npo_loss(f_logp, f_mask, ref_seq_logp: torch.Tensor, beta: float) -> tuple[torch.Tensor, dict]:

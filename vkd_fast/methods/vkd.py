@@ -23,8 +23,12 @@ def vkd_loss(student: torch.Tensor, n_forget_rows: int, retain_targets: torch.Te
     gradient, so without that symmetry breaker nothing would move (METHOD.md section 2).
     """
     s_forget, s_retain = student[:n_forget_rows], student[n_forget_rows:]
-    retain = feature_distill_loss(s_retain, retain_targets.to(student.dtype), metric=config.metric)
-    if config.forget_target == "repel":
+    zero = student.new_zeros((), dtype=torch.float32)  # a side absent from the batch (interleaved mode)
+    retain = (feature_distill_loss(s_retain, retain_targets.to(student.dtype), metric=config.metric)
+              if s_retain.shape[0] else zero)
+    if s_forget.shape[0] == 0:
+        forget = zero
+    elif config.forget_target == "repel":
         noise = torch.randn(s_forget.shape, generator=generator, dtype=torch.float32).to(s_forget)
         scale = config.repel_noise * s_forget.detach().pow(2).mean().sqrt()
         d = feature_distill_loss(s_forget + scale * noise, forget_targets.to(student.dtype), metric=config.metric,
