@@ -312,3 +312,18 @@ def test_preprocess_and_prompt(family):
     chat = ad.prompt(tok, "what is the job of this person ?", n_image_tokens=counts[1])
     assert chat.startswith("user ") and chat.endswith("assistant")
     assert int((tok(chat, return_tensors="pt").input_ids == ad.image_token_id).sum()) == counts[1]
+
+
+def test_place_visual_moves_only_vision_and_projector(family):
+    name = family[0]
+    model = FAMILIES[name][0]()
+    ad = A.get_adapter(model)
+    visual = set(ad.trainable_names("vision+projector"))
+    ad.place_visual("meta")  # a stand-in accelerator: only the placement is checked
+    for n, p in model.named_parameters():
+        in_llm = ".language_model." in n or n.startswith("lm_head")
+        if n in visual:
+            assert p.device.type == "meta", n
+        elif in_llm:
+            assert p.device.type == "cpu", n
+    assert all(b.device.type == "meta" for b in ad.vision_tower.buffers())

@@ -270,3 +270,8 @@ def test_interleaved_batches_alternate_sides(method):
         assert h[2]["loss_forget"] < h[0]["loss_forget"]
     else:
         assert all("ce_retain" not in r for r in h[0::2]) and all("ce_forget" not in r for r in h[1::2])
+
+
+def test_device_option_runs_in_place():
+    result = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "steps": 2}, device="cpu"))
+    assert len(result.history) == 2

@@ -215,6 +215,22 @@ class VisualAdapter:
         """Visual tokens each image takes in the LLM input (what the prompt must hold)."""
         raise NotImplementedError
 
+    def place_visual(self, device) -> None:
+        """Move only V and P (with their buffers) to ``device``; the language model stays where it is.
+        For projector / vision taps that is all training needs, so a 7B-class LLM never has to sit on
+        the accelerator."""
+        device = torch.device(device)
+        self.vision_tower.to(device)
+        for module in self.projector_modules:
+            module.to(device)
+        visual = set(self.trainable_names("vision+projector"))
+        owners = dict(self.model.named_modules())
+        for name, param in list(self.model.named_parameters()):
+            if name in visual and param.device != device:  # loose parameters of P (e.g. image_newline)
+                owner_name, _, leaf = name.rpartition(".")
+                owner = owners[owner_name]
+                owner._parameters[leaf] = nn.Parameter(param.data.to(device), requires_grad=param.requires_grad)
+
     # ------------------------------------------------------------------ image pre-processing
     #: transformers image processor classes to try, in order (PIL-based ones first: torchvision,
     #: which the "fast" processors need, does not work next to CPU torch here)

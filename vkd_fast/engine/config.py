@@ -59,6 +59,9 @@ class UnlearnConfig:
     min_lr_ratio: float = _opt(0.1, "final learning rate as a fraction of lr")
     grad_clip: float = _opt(1.0, "max global gradient norm (0 = off)")
     seed: int = _opt(0, "seed of the batch plan and of every random draw")
+    device: str | None = _opt(None, "where to train: e.g. 'cuda:0'. VKD with projector / vision taps moves only the "
+                                   "vision tower and projector there (the LLM stays put); otherwise the whole model. "
+                                   "None = leave the model where it is")
     amp: str = _opt("bf16", "autocast on CUDA: 'bf16' or 'off' (CPU runs are always fp32)")
     teacher_batch_size: int = _opt(32, "images per batch when the teacher cache is built")
     cache_dtype: str = _opt("float32", "teacher cache dtype: 'float32', 'bfloat16' or 'float16'")

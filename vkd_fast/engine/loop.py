@@ -352,6 +352,13 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     t_start = time.perf_counter()
     torch.manual_seed(config.seed)
 
+    if config.device is not None:
+        visual_only = method == "vkd" and not config.tap.startswith("llm:") and not (
+            config.lambda_npo > 0 or config.lambda_ce > 0)
+        if visual_only:  # the language model plays no part in training: it stays off the accelerator
+            adapter.place_visual(config.device)
+        else:
+            model.to(config.device)
     if method == "vkd":
         # every rank computes the same teacher cache; only rank 0 keeps it in the run folder
         objective = _VKDStep(model, adapter, forget, retain, config, run_dir if rank == 0 else None, teacher,
@@ -400,7 +407,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         if ckpt is not None:
             start = load_checkpoint(ckpt, named, optimizer, scheduler, gen)
 
-    device = next(model.parameters()).device
+    device = next(adapter.vision_tower.parameters()).device
     # bf16 autocast on CUDA (fp32 elsewhere); the fused loss accumulates in fp32 and returns fp32
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp == "bf16" and device.type == "cuda"
            else contextlib.nullcontext())
