@@ -16,7 +16,7 @@ from test_engine import CFG, FORGET, RETAIN, _qa  # noqa: E402
 GLOBAL_BATCH = 4
 
 
-def _run(method, world, rank, init_file, out_file):
+def _run(method, world, rank, init_file, out_file, extra=None):
     import torch.distributed as dist
 
     import vkd_fast as vf
@@ -25,12 +25,19 @@ def _run(method, world, rank, init_file, out_file):
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{init_file}", world_size=world, rank=rank)
     try:
-        cfg = vf.UnlearnConfig(**{**CFG, "batch_size": GLOBAL_BATCH, "steps": 6})
+        cfg = vf.UnlearnConfig(**{**CFG, "batch_size": GLOBAL_BATCH, "steps": 6, **(extra or {})})
         if method == "vkd":
-            result = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg)
+            tok = T.tiny_tokenizer() if cfg.tap.startswith("llm:") else None
+            result = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg, tokenizer=tok)
         else:
             result = vf.unlearn(T.tiny_llava(), _qa(FORGET, "baker"), _qa(RETAIN, "pilot"), method=method, config=cfg,
                                 tokenizer=T.tiny_tokenizer())
+        if cfg.shard_llm and world > 1:  # the frozen decoder layers really are sharded over the ranks
+            from torch.distributed.tensor import DTensor
+
+            layer_params = list(result.model.model.language_model.layers.parameters())
+            assert layer_params and all(isinstance(p, DTensor) for p in layer_params)
+            assert sum(p.to_local().numel() for p in layer_params) < sum(p.numel() for p in layer_params)
         if rank == 0:
             from safetensors.torch import save_file
 
@@ -42,16 +49,16 @@ def _run(method, world, rank, init_file, out_file):
             dist.destroy_process_group()
 
 
-def _worker(rank, method, world, init_file, out_file):
-    _run(method, world, rank, init_file, out_file)
+def _worker(rank, method, world, init_file, out_file, extra=None, extra_two=None):
+    _run(method, world, rank, init_file, out_file, {**(extra or {}), **(extra_two or {})})
 
 
-def _compare(method, tmp_path):
+def _compare(method, tmp_path, extra=None, extra_two=None):
     from safetensors.torch import load_file
 
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    _run(method, 1, 0, None, str(one))
-    mp.spawn(_worker, args=(method, 2, str(tmp_path / "init"), str(two)), nprocs=2, join=True)
+    _run(method, 1, 0, None, str(one), extra)
+    mp.spawn(_worker, args=(method, 2, str(tmp_path / "init"), str(two), extra, extra_two), nprocs=2, join=True)
     a, b = load_file(str(one)), load_file(str(two))
     assert a.keys() == b.keys() and a
     init = dict(T.tiny_llava().named_parameters())
@@ -65,6 +72,11 @@ def _compare(method, tmp_path):
 
 def test_two_processes_equal_one_vkd(tmp_path):
     _compare("vkd", tmp_path)
+
+
+def test_two_processes_with_a_sharded_frozen_llm_equal_one(tmp_path):
+    # llm:2 runs the frozen LLM's first two layers; with shard_llm they are FSDP2-sharded over the ranks
+    _compare("vkd", tmp_path, extra={"tap": "llm:2"}, extra_two={"shard_llm": True})
 
 
 def test_two_processes_equal_one_grad_diff(tmp_path):

@@ -252,7 +252,7 @@ def test_vkd_optional_output_terms():
     h = result.history
     assert {"loss_npo", "loss_ce"} <= set(h[0]) and h[-1]["loss"] < h[0]["loss"]
     assert not set(result.trainable["names"]) & {n for n, _ in model.named_parameters() if ".language_model." in n}
-    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce trains on answer tokens and needs tokenizer"):
+    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce / mask trains on answer tokens and needs tokenizer"):
         vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg)
     with pytest.raises(ValueError, match=r"retain items \[0, 1, .*carry no question/answer"):
         vf.unlearn(T.tiny_llava(), _qa(FORGET, "baker"), RETAIN, config=vf.UnlearnConfig(**CFG, lambda_ce=1.0),
@@ -275,3 +275,17 @@ def test_interleaved_batches_alternate_sides(method):
 def test_device_option_runs_in_place():
     result = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "steps": 2}, device="cpu"))
     assert len(result.history) == 2
+
+
+def test_vkd_with_a_saliency_mask_updates_only_salient_weights():
+    model = T.tiny_llava()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = vf.UnlearnConfig(**CFG, mask=True, mask_ratio=0.3, mask_batches=2)
+    result = vf.unlearn(model, _qa(FORGET, "baker"), _qa(RETAIN, "pilot"), config=cfg, tokenizer=T.tiny_tokenizer())
+    trained = result.trainable["names"]
+    changed = sum(int((p != before[n]).sum()) for n, p in model.named_parameters() if n in trained)
+    total = sum(p.numel() for n, p in model.named_parameters() if n in trained)
+    assert 0 < changed <= result.trainable["masked_trainable"] < total
+    assert not any(".language_model." in n for n in trained)
+    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce / mask trains on answer tokens"):
+        vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg)

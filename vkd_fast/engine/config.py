@@ -44,6 +44,9 @@ class UnlearnConfig:
     baseline_trainable: str = _opt("language_model", "what ga / grad_diff / kl_min / npo update: 'language_model' "
                                    "(W and its head), 'all', or a visual set (mmunlearner always uses 'all')")
     npo_beta: float = _opt(0.4, "npo: inverse temperature beta")
+    mask: bool = _opt(False, "saliency mask for vkd too (mmunlearner always uses it): needs QA items and a "
+                             "tokenizer, since the Fisher estimates come from answer likelihoods. The mask gates "
+                             "gradients; a nonzero weight_decay still shrinks masked-out weights")
     mask_threshold: float = _opt(1.0, "saliency mask (mmunlearner): update weights whose forget/retain Fisher "
                                       "ratio is >= this")
     mask_ratio: float | None = _opt(None, "saliency mask: instead update the top fraction of weights by that ratio")
@@ -62,6 +65,8 @@ class UnlearnConfig:
     device: str | None = _opt(None, "where to train: e.g. 'cuda:0'. VKD with projector / vision taps moves only the "
                                    "vision tower and projector there (the LLM stays put); otherwise the whole model. "
                                    "None = leave the model where it is")
+    shard_llm: bool = _opt(False, "multi-process runs: shard the frozen language model over the processes with "
+                                  "FSDP2 (fully_shard) to save memory (useful with llm taps and output terms)")
     amp: str = _opt("bf16", "autocast on CUDA: 'bf16' or 'off' (CPU runs are always fp32)")
     teacher_batch_size: int = _opt(32, "images per batch when the teacher cache is built")
     cache_dtype: str = _opt("float32", "teacher cache dtype: 'float32', 'bfloat16' or 'float16'")

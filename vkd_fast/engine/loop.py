@@ -122,6 +122,22 @@ def _barrier(world: int) -> None:
         dist.barrier()
 
 
+def _shard_frozen_llm(adapter, wrapper, trainable: set[str]) -> None:
+    """FSDP2 over the frozen language model's decoder layers (the bulk of W): each is ``fully_shard``-ed
+    and gathered only while it runs; the embeddings and final norm stay whole, since the adapters
+    embed the prompt themselves. DDP is told to leave the sharded parameters alone."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
+
+    llm_ids = {id(p) for p in adapter.llm_layers.parameters()}
+    llm_names = sorted(n for n, p in adapter.model.named_parameters() if id(p) in llm_ids)
+    if set(llm_names) & trainable:
+        raise ValueError("shard_llm shards the frozen language model, but this run trains part of it")
+    for layer in adapter.llm_layers:
+        fully_shard(layer)
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(wrapper, [f"model.{n}" for n in llm_names])
+
+
 class _VKDStep:
     """One VKD step over the teacher cache (or a live teacher copy) and the forget anchors."""
 
@@ -320,11 +336,11 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     forget, retain = _check_items("forget", forget), _check_items("retain", retain)
     if method == "vkd" and config.tap.startswith("llm:") and tokenizer is None:
         raise ValueError(f"tap {config.tap!r} runs the language model on a prompt per image and needs tokenizer=...")
-    qa_sides = (("forget", forget), ("retain", retain)) if method != "vkd" else (
+    qa_sides = (("forget", forget), ("retain", retain)) if method != "vkd" or config.mask else (
         (("forget", forget),) * (config.lambda_npo > 0) + (("retain", retain),) * (config.lambda_ce > 0))
     if qa_sides:
         if tokenizer is None:
-            what = f"method {method!r}" if method != "vkd" else "vkd with lambda_npo / lambda_ce"
+            what = f"method {method!r}" if method != "vkd" else "vkd with lambda_npo / lambda_ce / mask"
             raise ValueError(f"{what} trains on answer tokens and needs tokenizer=...")
         for name, items in qa_sides:
             bare = [i for i, it in enumerate(items) if not it.get("question") or not it.get("answer")]
@@ -382,8 +398,10 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         plan = [(fi, []) if m % 2 == 0 else ([], ri) for m, (fi, ri) in enumerate(plan)]
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     mask_hooks = []
-    if method == "mmunlearner":
-        masks = objective.saliency(named, plan)
+    if method == "mmunlearner" or (method == "vkd" and config.mask):
+        scorer = objective if method == "mmunlearner" else _OutputLevelStep(model, adapter, tokenizer, forget, retain,
+                                                                              config, "mmunlearner")
+        masks = scorer.saliency(named, plan)
         for n, p in named:
             if not masks[n].any():  # nothing of this tensor is salient: it is not trained at all
                 p.requires_grad_(False)
@@ -396,7 +414,10 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
         # reducer averages their gradients across ranks (frozen parameters are not synchronised)
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp = DistributedDataParallel(_Forward(model, objective.student))
+        wrapper = _Forward(model, objective.student)
+        if config.shard_llm:
+            _shard_frozen_llm(adapter, wrapper, {n for n, _ in named})
+        ddp = DistributedDataParallel(wrapper)
         objective.student = ddp
     optimizer = torch.optim.AdamW([p for _, p in named], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
