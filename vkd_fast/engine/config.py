@@ -99,6 +99,16 @@ class UnlearnConfig:
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 
+    @property
+    def llm_tap(self) -> bool:
+        """Whether the tap runs the language model (``llm:j``)."""
+        return self.tap.startswith("llm:")
+
+    @property
+    def output_terms(self) -> bool:
+        """Whether VKD adds its optional output-level terms (NPO / CE)."""
+        return self.lambda_npo > 0 or self.lambda_ce > 0
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

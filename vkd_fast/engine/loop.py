@@ -144,7 +144,7 @@ class _VKDStep:
     def __init__(self, model, adapter, forget, retain, config, run_dir, teacher, progress, tokenizer=None):
         self.adapter, self.config = adapter, config
         self.inputs = [adapter.preprocess([it["image"]]) for it in forget + retain]
-        if config.tap.startswith("llm:"):
+        if config.llm_tap:
             # hidden states at image positions depend on the text before them: each image gets its prompt
             # (the item's question, else config.llm_tap_prompt), the same for teacher and student
             for inp, it in zip(self.inputs, forget + retain):
@@ -177,7 +177,7 @@ class _VKDStep:
         self.pending = None
         self.student = lambda **image_kwargs: adapter.visual_features(tap=config.tap, **image_kwargs)
         self.qa = (_OutputLevelStep(model, adapter, tokenizer, forget, retain, config, "vkd_terms")
-                   if config.lambda_npo > 0 or config.lambda_ce > 0 else None)
+                   if config.output_terms else None)
 
     @property
     def device(self) -> torch.device:
@@ -334,7 +334,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     if eval_every and eval_fn is None:
         raise ValueError("eval_every needs eval_fn (a callable model -> forget accuracy)")
     forget, retain = _check_items("forget", forget), _check_items("retain", retain)
-    if method == "vkd" and config.tap.startswith("llm:") and tokenizer is None:
+    if method == "vkd" and config.llm_tap and tokenizer is None:
         raise ValueError(f"tap {config.tap!r} runs the language model on a prompt per image and needs tokenizer=...")
     qa_sides = (("forget", forget), ("retain", retain)) if method != "vkd" or config.mask else (
         (("forget", forget),) * (config.lambda_npo > 0) + (("retain", retain),) * (config.lambda_ce > 0))
@@ -352,7 +352,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
     world, rank = _world()
-    if world > 1 and method == "vkd" and (config.lambda_npo > 0 or config.lambda_ce > 0):
+    if world > 1 and method == "vkd" and config.output_terms:
         raise ValueError("vkd's lambda_npo / lambda_ce terms are not supported in multi-process runs yet "
                          "(their forward would bypass DDP's gradient averaging)")
     if config.batch_size % (world * config.grad_accum):
@@ -369,10 +369,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     torch.manual_seed(config.seed)
 
     if config.device is not None:
-        visual_only = method == "vkd" and not config.tap.startswith("llm:") and not (
-            config.lambda_npo > 0 or config.lambda_ce > 0)
-        if visual_only:  # the language model plays no part in training: it stays off the accelerator
-            adapter.place_visual(config.device)
+        if method == "vkd" and not config.llm_tap and not config.output_terms:
+            adapter.place_visual(config.device)  # W plays no part in training: it stays off the accelerator
         else:
             model.to(config.device)
     if method == "vkd":
