@@ -289,3 +289,15 @@ def test_vkd_with_a_saliency_mask_updates_only_salient_weights():
     assert not any(".language_model." in n for n in trained)
     with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce / mask trains on answer tokens"):
         vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg)
+
+
+@pytest.mark.parametrize("method", ["vkd", "grad_diff"])
+def test_lora_runs(method):
+    # LoRA's B starts at zero, so A's first gradient is exactly zero: that must not count as dead
+    kw = {} if method == "vkd" else {"tokenizer": T.tiny_tokenizer()}
+    forget, retain = (FORGET, RETAIN) if method == "vkd" else (_qa(FORGET, "baker"), _qa(RETAIN, "pilot"))
+    cfg = vf.UnlearnConfig(**{**CFG, "steps": 3}, lora={"r": 4, "lora_alpha": 8})
+    result = vf.unlearn(T.tiny_llava(), forget, retain, method=method, config=cfg, **kw)
+    assert result.trainable["lora"] and all("lora_" in n for n in result.trainable["names"])
+    a = [p for n, p in result.model.named_parameters() if ".lora_B." in n]
+    assert a and any(torch.any(p != 0) for p in a)  # B moved off zero

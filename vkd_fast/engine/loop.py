@@ -446,7 +446,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
                     sums[k] = sums.get(k, 0.0) + float(v) / config.grad_accum
             terms = sums
             if step == 0:
-                dead = [n for n, p in named if p.grad is None or not torch.any(p.grad != 0)]
+                # LoRA's B starts at zero, so its A gets exactly zero gradient until B has moved: not dead
+                dead = [n for n, p in named if (p.grad is None or not torch.any(p.grad != 0)) and ".lora_A." not in n]
                 if dead:
                     raise RuntimeError(f"{len(dead)} trainable tensors got no gradient in the first step, so they "
                                        f"would never change: {', '.join(dead[:10])}"
@@ -458,7 +459,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
             optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - t0
             record = {"step": step + 1, "loss": loss, **terms,
-                      "lr": scheduler.get_last_lr()[0], "tokens_per_s": n_tokens / seconds,
+                      "lr": scheduler.get_last_lr()[0], "step_seconds": seconds, "tokens_per_s": n_tokens / seconds,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
             stop = False
             if eval_every and (step + 1) % eval_every == 0:
