@@ -51,6 +51,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_feature_distill.py --quick
 	$(PY) benchmarks/bench_cache.py --quick
+	$(PY) benchmarks/bench_unlearn_step.py --quick
 	$(PY) benchmarks/plot.py
 
 clean:
