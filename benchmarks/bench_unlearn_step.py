@@ -15,6 +15,7 @@ step timer), peak resident memory (CUDA: max allocated), and the ratios against 
 
     python benchmarks/bench_unlearn_step.py            # all configurations
     python benchmarks/bench_unlearn_step.py --quick    # vkd, naive_vkd, grad_diff (the targets)
+    python benchmarks/bench_unlearn_step.py --sweep    # scaling in tokens and batch; cache memory with spill
 
 Results are appended to benchmarks/results/unlearn_step.csv.
 """
@@ -52,12 +53,13 @@ CONFIGS = ["vkd", "naive_vkd", "grad_diff", "grad_diff_lora", "npo", "npo_lora",
 QUICK = ["vkd", "naive_vkd", "grad_diff"]
 
 
-def build(size: str):
+def build(size: str, image_size: int | None = None):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
     s = SIZES[size]
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(**s["vision"], projection_dim=s["vision"]["hidden_size"]),
+    vision = {**s["vision"], **({"image_size": image_size} if image_size else {})}
+    cfg = LlavaConfig(vision_config=CLIPVisionConfig(**vision, projection_dim=vision["hidden_size"]),
                       text_config=LlamaConfig(**s["text"], max_position_embeddings=2048), image_token_id=IMAGE_TOKEN,
                       vision_feature_layer=-2, vision_feature_select_strategy="default")
     return LlavaForConditionalGeneration(cfg).eval()
@@ -94,6 +96,27 @@ def param_split(model) -> dict:
     vision, proj = count([ad.vision_tower]), count(ad.projector_modules)
     llm = count([ad.language_model, model.lm_head])
     return {"vision_params": vision, "projector_params": proj, "llm_params": llm, "llm_over_vision": llm / vision}
+
+
+def flop_split(name: str, split: dict, batch: int, size: str, seq_len: int) -> dict:
+    """Estimated FLOPs of one step, split vision (V+P) / LLM: a forward costs ~2 x params x tokens, a
+    backward ~2x the forward where weights train (~1x where only activations' gradients pass)."""
+    t_img = seq_len - 12 + 1  # tokens per image in the ViT (the patches and CLS)
+    vp, llm = split["vision_params"] + split["projector_params"], split["llm_params"]
+    depth = SIZES[size]["text"]["num_hidden_layers"]
+    both, forget_only = 2 * batch, batch
+    if name == "vkd":
+        v, lf = 6 * vp * t_img * both, 0
+    elif name.startswith("vkd_llm"):
+        j = int(name[len("vkd_llm"):])
+        v, lf = 6 * vp * t_img * both, 4 * llm * (j / depth) * seq_len * both
+    elif name == "naive_vkd":  # teacher forward + student forward (+ backward of V, P): full LLM twice
+        v, lf = 8 * vp * t_img * both, 4 * llm * seq_len * both
+    else:
+        images = forget_only if name.startswith("npo") else both
+        llm_factor = 4 if name.endswith("_lora") else 6
+        v, lf = 2 * vp * t_img * images, llm_factor * llm * seq_len * images
+    return {"gflop_vision": v / 1e9, "gflop_llm": lf / 1e9}
 
 
 def naive_vkd_steps(model, forget, retain, steps: int, batch: int) -> list[float]:
@@ -134,13 +157,13 @@ def naive_vkd_steps(model, forget, retain, steps: int, batch: int) -> list[float
     return times
 
 
-def child(name: str, size: str, steps: int, warmup: int, batch: int) -> dict:
+def child(name: str, size: str, steps: int, warmup: int, batch: int, image_size: int | None = None) -> dict:
     import vkd_fast as vf
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    model = build(size)
+    model = build(size, image_size)
     split = param_split(model)
-    side = SIZES[size]["vision"]["image_size"]
+    side = image_size or SIZES[size]["vision"]["image_size"]
     forget, retain = items(8, side, 200.0, "baker", 0), items(24, side, 20.0, "pilot", 1)
     total = warmup + steps
     if name == "naive_vkd":
@@ -162,8 +185,68 @@ def child(name: str, size: str, steps: int, warmup: int, batch: int) -> dict:
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     q = statistics.quantiles(timed, n=10) if len(timed) > 1 else [timed[0]] * 9
+    n_img = (side // SIZES[size]["vision"]["patch_size"]) ** 2
+    seq_len = n_img + 12  # the prompt: image tokens plus the question and answer words
     return {"config": name, "median_ms": statistics.median(timed), "p10_ms": q[0], "p90_ms": q[-1],
-            "steps": len(timed), "peak_bytes": peak, **split}
+            "steps": len(timed), "peak_bytes": peak, **split, **flop_split(name, split, batch, size, seq_len)}
+
+
+def _run_child(name, args, batch, image_size=None) -> dict:
+    cmd = [sys.executable, __file__, "--child", name, "--size", args.size, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--batch", str(batch)]
+    if image_size:
+        cmd += ["--image-size", str(image_size)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _rss_anon() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def sweep(args) -> int:
+    """Linear scaling of the VKD step in visual tokens and batch size, and host memory of the cache with
+    and without spill (spilled entries live in the page cache, not in the process's anonymous memory)."""
+    env = H.environment()
+    rows = []
+    print("VKD step vs visual tokens per image (batch 4 per side):")
+    for side in (56, 112, 168):
+        r = _run_child("vkd", args, 4, side)
+        tokens = (side // 14) ** 2
+        rows.append({"bench": "unlearn_step_sweep", "axis": "tokens", "tokens": tokens, "batch": 4, **r, **env})
+        print(f"  {tokens:4d} tokens: {r['median_ms']:8.1f} ms, {r['median_ms'] / tokens:.3f} ms per token")
+    print("VKD step vs batch size (64 tokens per image):")
+    for batch in (2, 4, 8):
+        r = _run_child("vkd", args, batch)
+        rows.append({"bench": "unlearn_step_sweep", "axis": "batch", "tokens": 64, "batch": batch, **r, **env})
+        print(f"  batch {batch}: {r['median_ms']:8.1f} ms, {r['median_ms'] / batch:.1f} ms per image pair")
+    import tempfile
+
+    from vkd_fast import ActivationCache
+
+    print("teacher cache: anonymous memory held for 256 MiB of features (576 x 1024 bf16 per image):")
+    feats = [torch.randn(576, 1024).to(torch.bfloat16) for _ in range(8)]
+    for label, kw in (("in memory", {}), ("spilled", {"capacity_bytes": 0})):
+        with tempfile.TemporaryDirectory() as spill:
+            before = _rss_anon()
+            cache = ActivationCache(torch.bfloat16, spill_dir=spill if kw else None, **kw)
+            for start in range(0, 224, 8):
+                cache.put_batch(range(start, start + 8), feats)
+            held = _rss_anon() - before
+            rows.append({"bench": "cache_memory", "mode": label, "entries": len(cache),
+                         "feature_bytes": cache.stats()["bytes"], "anon_bytes": held, **env})
+            print(f"  {label:<9}: {H.fmt_bytes(cache.stats()['bytes'])} of features, "
+                  f"{H.fmt_bytes(held)} of anonymous process memory")
+            del cache
+    path = H.append_rows("unlearn_step_sweep", rows)
+    print(f"wrote {len(rows)} rows to {path}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -173,26 +256,26 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4, help="images per side per step")
+    ap.add_argument("--sweep", action="store_true",
+                    help="scaling: VKD step vs visual tokens per image and vs batch size; cache memory with spill")
+    ap.add_argument("--image-size", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.size, args.steps, args.warmup, args.batch)))
+        print(json.dumps(child(args.child, args.size, args.steps, args.warmup, args.batch, args.image_size)))
         return 0
+    if args.sweep:
+        return sweep(args)
     env = H.environment()
     print(f"environment: {env}")
     rows, results = [], {}
     for name in QUICK if args.quick else CONFIGS:
-        cmd = [sys.executable, __file__, "--child", name, "--size", args.size, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--batch", str(args.batch)]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, check=False)
-        if out.returncode != 0:
-            print(f"{name}: FAILED\n{out.stderr[-2000:]}")
-            return 1
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = _run_child(name, args, args.batch)
         results[name] = r
         rows.append({"bench": "unlearn_step", "size": args.size, "batch": args.batch, **r, **env})
         print(f"{name:>15}: {r['median_ms']:9.1f} ms [{r['p10_ms']:.1f}, {r['p90_ms']:.1f}]  "
-              f"peak {H.fmt_bytes(r['peak_bytes'])}")
+              f"peak {H.fmt_bytes(r['peak_bytes']):>10}  ~{r['gflop_vision']:.1f} GFLOP vision + "
+              f"{r['gflop_llm']:.1f} GFLOP LLM")
     split = next(iter(results.values()))
     print(f"\nmodel ({args.size}): vision {split['vision_params'] / 1e6:.1f}M, projector "
           f"{split['projector_params'] / 1e6:.2f}M, LLM {split['llm_params'] / 1e6:.1f}M "
