@@ -1,4 +1,4 @@
-"""Plots benchmarks/results/*.csv (the latest run of each configuration) into PNG files beside them.
+"""Plots benchmarks/results/{feature_distill,unlearn_step}.csv (the latest run) into PNG files beside them.
 
     python benchmarks/plot.py
 """
@@ -59,12 +59,41 @@ def plot_feature_distill(rows: list[dict], out: Path) -> None:
     print(f"wrote {out}")
 
 
+def plot_unlearn_step(path: Path, out: Path) -> None:
+    """Step time and peak memory per configuration, from the newest run in unlearn_step.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    last = max(r["date"] for r in rows)
+    rows = [r for r in rows if r["date"] == last]
+    names = [r["config"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.barh(names, [float(r["median_ms"]) for r in rows], color="tab:blue")
+    a.set_xlabel("step time, ms (median)")
+    b.barh(names, [int(r["peak_bytes"]) / 2**20 for r in rows], color="tab:orange")
+    b.set_xlabel("peak memory, MiB")
+    a.invert_yaxis()
+    b.invert_yaxis()
+    fig.suptitle(f"one unlearning step, {rows[0]['size']} LLaVA — {rows[0]['device']}, {rows[0]['cores']} cores")
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(out)
+    print(f"wrote {out}")
+
+
 def main() -> int:
     path = RESULTS / "feature_distill.csv"
     if not path.exists():
         print(f"no results at {path}; run benchmarks/bench_feature_distill.py first", file=sys.stderr)
         return 1
     plot_feature_distill(latest_rows(path), RESULTS / "feature_distill.png")
+    if (RESULTS / "unlearn_step.csv").exists():
+        plot_unlearn_step(RESULTS / "unlearn_step.csv", RESULTS / "unlearn_step.png")
     return 0
 
 
