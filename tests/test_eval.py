@@ -1,0 +1,64 @@
+"""Evaluation metrics on hand-checked cases, and option scoring against a direct computation."""
+
+from __future__ import annotations
+
+import math
+
+import _tiny_models as T
+import pytest
+import torch
+from PIL import Image
+
+import vkd_fast.adapters as A
+from vkd_fast.eval import answer_collapse_share, exact_match, multiple_choice, option_scores, recovery, rouge_l
+
+
+def test_text_metrics_hand_checked():
+    assert exact_match("The Baker.", "the  baker") and not exact_match("baker", "bakers")
+    # LCS of "the cat sat on the mat" / "the cat lay on the mat" is 5 of 6 tokens: P = R = F = 5/6
+    assert rouge_l("the cat lay on the mat", "the cat sat on the mat") == pytest.approx(5 / 6)
+    assert rouge_l("a b", "c d") == 0.0 and rouge_l("pilot", "pilot") == 1.0
+    assert answer_collapse_share(["a", "b", "a", "a"]) == 0.75
+    assert answer_collapse_share(["x"]) == 1.0
+    with pytest.raises(ValueError, match="at least one answer"):
+        answer_collapse_share([])
+    assert recovery(1.0, 0.2, 0.6) == pytest.approx(0.5)
+    assert recovery(0.9, 0.1, 0.1) == 0.0 and math.isnan(recovery(0.5, 0.5, 0.9))
+
+
+def _direct_score(model, ad, tok, question, option, image=None):
+    """Mean log-probability of the option's tokens, computed with a plain forward."""
+    inputs = ad.preprocess([image]) if image is not None else {}
+    n = ad.num_image_tokens(**inputs)[0] if image is not None else None
+    prompt = tok(ad.prompt(tok, question, n_image_tokens=n), add_special_tokens=False).input_ids
+    full = tok(ad.prompt(tok, question, n_image_tokens=n, answer=option), add_special_tokens=False).input_ids
+    ids = torch.tensor([full])
+    with torch.no_grad():
+        logits = model(**ad.model_inputs(ids, torch.ones_like(ids), **inputs)).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    picks = [logp[t - 1, full[t]] for t in range(len(prompt), len(full))]
+    return float(sum(picks) / len(picks))
+
+
+@pytest.mark.parametrize("build", [T.tiny_llava, T.tiny_qwen2_vl], ids=["llava", "qwen2_vl"])
+def test_option_scores_match_a_direct_computation(build):
+    model = build()
+    ad = A.get_adapter(model)
+    tok = T.tiny_tokenizer(None if build is T.tiny_llava else T.QWEN_SPECIAL_TOKENS)
+    g = torch.Generator().manual_seed(0)
+    image = Image.fromarray((torch.rand(40, 56, 3, generator=g) * 255).to(torch.uint8).numpy())
+    options = ["baker", "pilot", "mira tolvan"]
+    for img in (image, None):  # an image question and a text-only question
+        got = option_scores(model, ad, tok, "what is the job of this person ?", options, image=img)
+        want = [_direct_score(model, ad, tok, "what is the job of this person ?", o, img) for o in options]
+        assert got == pytest.approx(want, abs=1e-5)
+    result = multiple_choice(model, ad, tok, [
+        {"question": "what is the job of this person ?", "options": {"A": "baker", "B": "pilot"}, "answer": "A",
+         "image": image},
+        {"question": "what is the job of mira tolvan ?", "options": ["baker", "pilot"], "answer": "pilot"},
+    ])
+    assert result["n"] == 2 and 0.0 <= result["accuracy"] <= 1.0 and len(result["predictions"]) == 2
+    scores = option_scores(model, ad, tok, "what is the job of this person ?", ["baker", "pilot"], image=image)
+    assert result["predictions"][0] == ["baker", "pilot"][int(scores[1] > scores[0])]
+    with pytest.raises(ValueError, match="answer 'C' is neither an option key nor an option text"):
+        multiple_choice(model, ad, tok, [{"question": "q ?", "options": {"A": "baker"}, "answer": "C"}])

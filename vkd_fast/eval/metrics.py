@@ -1,0 +1,109 @@
+"""Metrics of METHOD.md section 4.
+
+* multiple-choice questions: each option scored by its length-normalised log-likelihood after the
+  prompt (an image question when an image is given, else text-only); the best-scoring option is the
+  model's answer;
+* free-form answers: ROUGE-L F1 (the maintained ``rouge-score`` package) and exact match;
+* the answer-collapse share and the relearning recovery.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+
+import torch
+
+from ..engine.qa import answer_logprobs
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def _normalise(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+def exact_match(prediction: str, reference: str) -> bool:
+    """Equal after lower-casing, removing punctuation and collapsing whitespace."""
+    return _normalise(prediction) == _normalise(reference)
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 between two strings (rouge-score, no stemming)."""
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as exc:  # pragma: no cover - rouge-score is in the dev / hf extras
+        raise RuntimeError("ROUGE-L needs rouge-score: pip install 'vkd-fast[hf]'") from exc
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
+
+
+def answer_collapse_share(answers) -> float:
+    """Fraction of answers equal to the most frequent one (1.0: the model answers one thing to all)."""
+    answers = list(answers)
+    if not answers:
+        raise ValueError("answer_collapse_share needs at least one answer")
+    return Counter(answers).most_common(1)[0][1] / len(answers)
+
+
+def recovery(acc_before_unlearn: float, acc_after_unlearn: float, acc_after_relearn: float) -> float:
+    """(after relearning - after unlearning) / (before unlearning - after unlearning); NaN when
+    unlearning changed nothing (there is nothing to recover)."""
+    gap = acc_before_unlearn - acc_after_unlearn
+    if gap == 0:
+        return math.nan
+    return (acc_after_relearn - acc_after_unlearn) / gap
+
+
+@torch.no_grad()
+def option_scores(model, adapter, tokenizer, question: str, options: list[str], image=None) -> list[float]:
+    """Length-normalised log-likelihood of each option as the answer to ``question``."""
+    if not options:
+        raise ValueError("options must not be empty")
+    image_inputs = adapter.preprocess([image]) if image is not None else {}
+    n = adapter.num_image_tokens(**image_inputs)[0] if image is not None else None
+    prompt_ids = tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n), add_special_tokens=False).input_ids
+    rows, labels = [], []
+    for option in options:
+        ids = tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n, answer=option),
+                        add_special_tokens=False).input_ids
+        if ids[: len(prompt_ids)] != prompt_ids or len(ids) == len(prompt_ids):
+            raise ValueError(f"option {option!r}: its tokens do not follow the prompt's, cannot score it")
+        rows.append(ids)
+        labels.append([-100] * len(prompt_ids) + ids[len(prompt_ids):])
+    width = max(len(r) for r in rows)
+    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
+    label_t = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, (r, lab) in enumerate(zip(rows, labels)):
+        input_ids[i, : len(r)], label_t[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), torch.tensor(lab), 1
+    # one copy of the image per option (for Qwen that repeats its patches and its grid row alike)
+    image_inputs = {k: torch.cat([v] * len(rows)) for k, v in image_inputs.items()}
+    device = next(model.parameters()).device
+    inputs = adapter.model_inputs(input_ids.to(device), mask.to(device),
+                                  **{k: v.to(device) for k, v in image_inputs.items()})
+    logp, answer_mask = answer_logprobs(model(**inputs).logits, label_t.to(device))
+    return (logp.sum(1) / answer_mask.sum(1)).tolist()
+
+
+def multiple_choice(model, adapter, tokenizer, items) -> dict:
+    """Accuracy over items ``{"question", "options": [..] or {"A": ..}, "answer": option text or key,
+    optional "image"}``; returns accuracy, predictions and the answer-collapse share."""
+    predictions, correct = [], 0
+    for i, it in enumerate(items):
+        options = it["options"]
+        keys = list(options) if isinstance(options, dict) else list(range(len(options)))
+        texts = [options[k] for k in keys]
+        answer = it["answer"]
+        if answer not in keys and answer not in texts:
+            raise ValueError(f"item {i}: answer {answer!r} is neither an option key nor an option text")
+        scores = option_scores(model, adapter, tokenizer, it["question"], texts, it.get("image"))
+        best = max(range(len(texts)), key=lambda j: scores[j])
+        predictions.append(texts[best])
+        correct += keys[best] == answer or texts[best] == answer
+    n = len(predictions)
+    if n == 0:
+        raise ValueError("multiple_choice needs at least one item")
+    return {"accuracy": correct / n, "predictions": predictions, "collapse_share": answer_collapse_share(predictions),
+            "n": n}
