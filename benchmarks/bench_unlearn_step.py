@@ -1,8 +1,9 @@
 """Benchmark of one unlearning step: vkd_fast VKD against the naive VKD and the output-level baselines.
 
 Configurations (each in a fresh process, so peak memory is its own):
-  vkd          vkd_fast VKD with the library defaults (projector tap, vision+projector, cached teacher,
-               fused loss; the LLM never runs)
+  vkd          vkd_fast VKD, projector tap (the projector's output, as before the default moved to
+               vision:feature, which skips the projector), vision+projector, cached teacher, fused
+               loss; the LLM never runs
   naive_vkd    what a user would write: a second, live teacher model, both models run a full forward
                with output_hidden_states every step, an eager MSE at the image-token positions
   grad_diff    GradDiff updating the language model (full), and grad_diff_lora (LoRA r=8)
@@ -171,6 +172,8 @@ def child(name: str, size: str, steps: int, warmup: int, batch: int, image_size:
     else:
         kw, cfg = {}, {"steps": total, "batch_size": batch, "lr": 1e-4, "log_every": total}
         method = "vkd"
+        if name == "vkd":
+            cfg["tap"] = "projector"
         if name.startswith("vkd_llm"):
             cfg["tap"] = f"llm:{name[len('vkd_llm'):]}"
             kw["tokenizer"] = tokenizer()

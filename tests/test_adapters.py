@@ -141,7 +141,8 @@ def test_vision_tap_shapes(family):
     ad = A.get_adapter(model)
     inputs = make_inputs(ad)
     n_images = len(ad.num_image_tokens(**inputs))
-    for tap, block in (("vision:0", 0), ("vision:-1", len(ad.vision_blocks) - 1)):
+    for tap, block in (("vision:0", 0), ("vision:-1", len(ad.vision_blocks) - 1),
+                       ("vision:feature", ad.feature_block)):
         seen = []
         hook = ad.vision_blocks[block].register_forward_hook(lambda _m, _a, out, seen=seen: seen.append(out))
         with torch.no_grad(), A.count_calls(ad.vision_blocks) as calls:
@@ -155,6 +156,19 @@ def test_vision_tap_shapes(family):
         cls = 1 if "CLIP" in type(ad.vision_tower).__name__ else 0
         assert feats.shape[0] == block_out.reshape(-1, block_out.shape[-1]).shape[0] - cls * block_out.shape[0] * (
             block_out.dim() == 3)
+
+
+def test_vision_feature_tap_is_the_block_the_projector_reads(family):
+    _, model, make_inputs, _ = family
+    ad = A.get_adapter(model)
+    inputs = make_inputs(ad)
+    assert ad.parse_tap("vision:feature") == ad.parse_tap(f"vision:{ad.feature_block}")
+    with torch.no_grad():
+        a, oa = ad.visual_features(tap="vision:feature", **inputs)
+        b, ob = ad.visual_features(tap=f"vision:{ad.feature_block}", **inputs)
+    assert torch.equal(a, b) and torch.equal(oa, ob)
+    assert ad.trainable_names("vision+projector", "vision:feature") == ad.trainable_names(
+        "vision+projector", f"vision:{ad.feature_block}")
 
 
 def test_llm_tap_equals_hidden_states_and_runs_j_layers(family):

@@ -84,7 +84,8 @@ def test_other_forget_targets(target):
 def test_llava_next_variable_token_counts_and_log(tmp_path):
     log = tmp_path / "steps.jsonl"
     model = T.tiny_llava_next()
-    cfg = vf.UnlearnConfig(**{**CFG, "steps": 5}, log_path=str(log), log_every=2, trainable="projector")
+    cfg = vf.UnlearnConfig(**{**CFG, "steps": 5}, log_path=str(log), log_every=2, trainable="projector",
+                           tap="projector")
     vf.unlearn(model, FORGET, RETAIN, config=cfg)
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [r["step"] for r in lines] == [2, 4, 5]
@@ -97,7 +98,7 @@ def test_dead_trainable_tensor_is_named():
     square = _images(4, [200.0, 0.0, 0.0], 2, sizes=((32, 32),))
     with pytest.raises(RuntimeError, match=r"1 trainable tensors got no gradient in the first step.*model.image_newline"):
         vf.unlearn(T.tiny_llava_next(), square, _images(4, [0.0, 0.0, 200.0], 3, sizes=((32, 32),)),
-                   config=vf.UnlearnConfig(**CFG, trainable="projector"))
+                   config=vf.UnlearnConfig(**CFG, trainable="projector", tap="projector"))
 
 
 def test_bad_input_is_rejected_before_any_work():
@@ -114,7 +115,7 @@ def test_bad_input_is_rejected_before_any_work():
         (lambda: vf.unlearn(model, FORGET, RETAIN, config={"steps": 1}), TypeError, "config must be a vkd_fast.UnlearnConfig"),
         (lambda: vf.unlearn(model, FORGET, RETAIN, teacher="gpu"), ValueError, "teacher must be one of"),
         (lambda: vf.UnlearnConfig(forget_target="away"), ValueError, "forget_target must be one of"),
-        (lambda: vf.UnlearnConfig(tap="text:1"), ValueError, "tap must be 'projector', 'vision:<block>' or 'llm:<layer>'"),
+        (lambda: vf.UnlearnConfig(tap="text:1"), ValueError, "tap must be 'vision:feature', 'vision:<block>', 'projector' or 'llm:<layer>'"),
         (lambda: vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(tap="llm:1")), ValueError,
          "needs tokenizer"),
         (lambda: vf.UnlearnConfig(steps=0), ValueError, "steps must be a positive int"),
@@ -219,6 +220,10 @@ def test_gradient_accumulation_matches_the_whole_batch():
     accum = vf.unlearn(T.tiny_llava(), FORGET, RETAIN,
                        config=vf.UnlearnConfig(**{**CFG, "batch_size": 4, "grad_accum": 2})).model
     for (n, p), q in zip(whole.named_parameters(), accum.parameters()):
+        if n.endswith("k_proj.bias"):
+            # softmax is invariant to a key bias: its true gradient is 0 and AdamW turns the rounding
+            # noise of either summation order into full +-lr steps, so it is not comparable
+            continue
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=lambda m, n=n: f"{n}: {m}")
     with pytest.raises(ValueError, match="batch_size=3 must be divisible by the 1 processes x grad_accum=2"):
         vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "grad_accum": 2}))

@@ -75,7 +75,7 @@ class Tap:
         return self.kind if self.index is None else f"{self.kind}:{self.index}"
 
 
-_TAP_RE = re.compile(r"^(projector|vision:(-?\d+)|llm:(-?\d+))$")
+_TAP_RE = re.compile(r"^(projector|vision:(-?\d+|feature)|llm:(-?\d+))$")
 _TRAINABLE_RE = re.compile(r"^(projector|vision\+projector|projector\+vision_last:(\d+)|language_model|all)$")
 
 
@@ -132,10 +132,13 @@ class VisualAdapter:
     # ------------------------------------------------------------------ taps
     def parse_tap(self, tap: str) -> Tap:
         if not isinstance(tap, str) or not _TAP_RE.match(tap.strip()):
-            raise ValueError(f"tap must be 'projector', 'vision:<block>' or 'llm:<layer>', got {tap!r}")
+            raise ValueError(f"tap must be 'projector', 'vision:<block>', 'vision:feature' or 'llm:<layer>', "
+                             f"got {tap!r}")
         tap = tap.strip()
         if tap == "projector":
             return Tap("projector")
+        if tap == "vision:feature":  # the block the projector reads (LLaVA: vision_feature_layer)
+            return Tap("vision", self.feature_block)
         kind, raw = tap.split(":")
         i = int(raw)
         if kind == "vision":

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..ops import METRICS, check_choice
 
-FORGET_TARGETS = ("retain_mean", "misdirect", "repel")
+FORGET_TARGETS = ("retain_mean", "nearest_retain", "misdirect", "repel")
 
 
 def _opt(default, text: str):
@@ -26,16 +26,24 @@ class UnlearnConfig:
     #: options that may differ when a run is resumed (they do not change the trajectory)
     RESUMABLE_CHANGES = ("log_path", "log_every", "save_every", "output_dir")
 
-    tap: str = _opt("projector", "feature tap: 'projector', 'vision:<block>' or 'llm:<layer>' (llm taps need a "
-                                 "tokenizer and run the frozen LLM's first layers)")
+    tap: str = _opt("vision:feature", "feature tap: 'vision:feature' (the vision block the projector reads), "
+                                      "'vision:<block>', 'projector' or 'llm:<layer>' (llm taps need a tokenizer and "
+                                      "run the frozen LLM's first layers)")
     llm_tap_prompt: str = _opt("What is in the image?", "llm taps: the prompt of items without a question")
     trainable: str = _opt("vision+projector",
                           "trainable set: 'projector', 'projector+vision_last:<K>' or 'vision+projector'")
     lora: dict | None = _opt(None, "LoRA on the trainable set: peft LoraConfig arguments, e.g. {r: 8, lora_alpha: 16}")
-    forget_target: str = _opt("retain_mean", "forget anchor: 'retain_mean', 'misdirect' or 'repel'")
+    forget_target: str = _opt("retain_mean", "forget target: 'retain_mean', 'nearest_retain' (the teacher features of "
+                                             "the retain image nearest in pixel space: who a model that never saw the "
+                                             "forget person would take them for; less answer collapse), 'misdirect' "
+                                             "or 'repel'")
     misdirect_scale: float = _opt(1.0, "misdirect anchor length, in mean teacher token norms")
     repel_margin: float = _opt(1.0, "repel: hinge margin of the distance to the own teacher features")
     repel_noise: float = _opt(0.01, "repel: relative std of the noise that breaks the student=teacher symmetry")
+    forget_augment: float = _opt(0.0, "vkd: strength in [0, 1] of a random shift + pixel noise applied to forget "
+                                      "images every step (their target does not depend on the view), meant to carry "
+                                      "the forgetting over to unseen images; no clear gain measured on the toy world. "
+                                      "0 = off")
     metric: str = _opt("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
     lambda_retain: float = _opt(1.0, "weight of the retain term")
     lambda_forget: float = _opt(1.0, "weight of the forget term")
@@ -51,7 +59,7 @@ class UnlearnConfig:
                                       "ratio is >= this")
     mask_ratio: float | None = _opt(None, "saliency mask: instead update the top fraction of weights by that ratio")
     mask_batches: int = _opt(4, "saliency mask: batches per side for the Fisher estimates")
-    steps: int = _opt(200, "optimisation steps")
+    steps: int = _opt(300, "optimisation steps")
     batch_size: int = _opt(8, "images per optimiser step on each side (forget and retain), over all processes")
     batch_mode: str = _opt("mixed", "'mixed' (forget and retain in every micro-batch) or 'interleaved' (alternating; "
                                     "vkd, grad_diff, kl_min)")
@@ -81,8 +89,9 @@ class UnlearnConfig:
         check_choice("cache_dtype", self.cache_dtype, ("float32", "bfloat16", "float16"))
         check_choice("amp", self.amp, ("bf16", "off"))
         check_choice("batch_mode", self.batch_mode, ("mixed", "interleaved"))
-        if not isinstance(self.tap, str) or not re.match(r"^(projector|vision:-?\d+|llm:-?\d+)$", self.tap):
-            raise ValueError(f"tap must be 'projector', 'vision:<block>' or 'llm:<layer>', got {self.tap!r}")
+        if not isinstance(self.tap, str) or not re.match(r"^(projector|vision:(-?\d+|feature)|llm:-?\d+)$", self.tap):
+            raise ValueError(f"tap must be 'vision:feature', 'vision:<block>', 'projector' or 'llm:<layer>', "
+                             f"got {self.tap!r}")
         for name in ("steps", "batch_size", "teacher_batch_size", "log_every", "mask_batches", "grad_accum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -96,6 +105,12 @@ class UnlearnConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.mask_ratio is not None and not 0 < self.mask_ratio <= 1:
             raise ValueError(f"mask_ratio must be in (0, 1] or None, got {self.mask_ratio!r}")
+        if not 0 <= self.forget_augment <= 1:
+            raise ValueError(f"forget_augment must be in [0, 1], got {self.forget_augment!r}")
+        if self.forget_augment > 0 and self.forget_target == "repel":
+            raise ValueError("forget_augment needs a target that is not the image's own (nearest_retain, retain_mean "
+                             "or misdirect): with 'repel' the "
+                             "forget target is the image's own teacher features, which augmentation would change")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 

@@ -28,10 +28,11 @@ from ..methods import (
     vkd_loss,
 )
 from ..ops import check_choice
+from .augment import augment_forget_pixels
 from .checkpoint import TEACHER_FILE, latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint, save_delta
 from .config import UnlearnConfig
 from .qa import answer_logprobs, collate_qa, encode_qa
-from .teacher import build_teacher_cache, collate_inputs, misdirect_anchor, retain_mean_anchor
+from .teacher import build_teacher_cache, collate_inputs, misdirect_anchor, nearest_retain_keys, retain_mean_anchor
 
 
 @dataclass
@@ -162,6 +163,12 @@ class _VKDStep:
                                              config.teacher_batch_size, config.cache_dtype, progress=progress)
             if run_dir is not None:
                 self.cache.save(run_dir / TEACHER_FILE)
+        # the cache rows a forget image is compared with: its own (repel) or its nearest retain image's
+        self.f_target_keys = list(self.f_keys)
+        if config.forget_target == "nearest_retain":
+            near = nearest_retain_keys([self.inputs[k]["pixel_values"] for k in self.f_keys],
+                                       [self.inputs[k]["pixel_values"] for k in self.r_keys])
+            self.f_target_keys = [self.r_keys[j] for j in near]
         if config.forget_target == "retain_mean":
             self.anchor = retain_mean_anchor(self.cache, self.r_keys)
         elif config.forget_target == "misdirect":
@@ -188,12 +195,15 @@ class _VKDStep:
 
     def _keys(self, plan_entry):
         fi, ri = plan_entry
-        return [self.r_keys[i] for i in ri] + [self.f_keys[i] for i in fi]
+        return [self.r_keys[i] for i in ri] + [self.f_target_keys[i] for i in fi]
 
     def __call__(self, step, plan, gen):
         fi, ri = plan[step]
         batch = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
-        student, offsets = self.student(**self._to_device(collate_inputs(self.adapter, batch)))
+        collated = collate_inputs(self.adapter, batch)
+        if self.config.forget_augment > 0:  # forget targets are anchors: any view of the image may be used
+            collated = augment_forget_pixels(collated, len(fi), self.config.forget_augment, gen)
+        student, offsets = self.student(**self._to_device(collated))
         target_device = self.device if self.device.type == "cuda" else None
         n_forget_rows = int(offsets[len(fi)])
         if self.live is None:
@@ -204,17 +214,18 @@ class _VKDStep:
             self.pending = (self.cache.prefetch(self._keys(plan[step + 1]), target_device)
                             if step + 1 < len(plan) else None)
             retain_t = targets[: targets.shape[0] - n_forget_rows]
-            forget_own = targets[targets.shape[0] - n_forget_rows:]
+            forget_t = targets[targets.shape[0] - n_forget_rows:]
         else:
-            t_all = self.live.features(batch)
-            forget_own, retain_t = t_all[:n_forget_rows], t_all[n_forget_rows:]
+            t_all = self.live.features([self.inputs[self.f_target_keys[i]] for i in fi]
+                                       + [self.inputs[self.r_keys[i]] for i in ri])
+            forget_t, retain_t = t_all[:n_forget_rows], t_all[n_forget_rows:]
         if self.anchor is not None:
             index = torch.cat([torch.arange(n) for n in offsets.diff()[: len(fi)].tolist()]
                               or [torch.zeros(0, dtype=torch.long)]).to(student.device)
             loss, terms = vkd_loss(student, n_forget_rows, retain_t, self.anchor.to(student.device), self.config,
                                    index)
         else:
-            loss, terms = vkd_loss(student, n_forget_rows, retain_t, forget_own, self.config, generator=gen)
+            loss, terms = vkd_loss(student, n_forget_rows, retain_t, forget_t, self.config, generator=gen)
         if self.qa is not None:  # optional output-level terms: a full forward through the frozen LLM
             if self.config.lambda_npo > 0:
                 f_logp, f_mask = self.qa._logp([self.qa.forget[i] for i in fi])
@@ -381,7 +392,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method: str = "vkd", config:
     else:
         objective = _OutputLevelStep(model, adapter, tokenizer, forget, retain, config, method)
         spec = "all" if method == "mmunlearner" else config.baseline_trainable
-    summary = adapter.set_trainable(spec, tap=config.tap, lora=config.lora)
+    # output-level methods train through the whole model: their trainable set is not limited by a tap
+    summary = adapter.set_trainable(spec, tap=config.tap if method == "vkd" else "projector", lora=config.lora)
     gen = torch.Generator().manual_seed(config.seed)
     bs = config.batch_size
     plan = [(torch.randint(0, len(forget), (bs,), generator=gen).tolist(),

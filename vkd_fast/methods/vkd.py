@@ -1,5 +1,7 @@
 """VKD objective (METHOD.md section 2): retain rows keep the teacher's features, forget rows move
-to an identity-free anchor (or, ``repel``, away from their own features by a bounded hinge).
+to a target that carries no knowledge of the forget person — the teacher features of the nearest
+retain image (``nearest_retain``), an identity-free anchor (``retain_mean``, ``misdirect``) — or,
+``repel``, away from their own features by a bounded hinge.
 
     L = lambda_r * mean_retain_rows d(S, T) + lambda_f * mean_forget_rows d(S, A)
 """
@@ -17,7 +19,8 @@ def vkd_loss(student: torch.Tensor, n_forget_rows: int, retain_targets: torch.Te
     """Loss of one step. ``student`` packs the forget images' rows first, then the retain images'.
 
     ``forget_targets`` is the anchor table (with ``forget_target_index`` mapping each forget row to
-    its token position) or, for ``repel``, the forget images' own teacher rows. ``repel`` compares
+    its token position), row-aligned target rows (``nearest_retain``: the nearest retain image's
+    teacher rows) or, for ``repel``, the forget images' own teacher rows. ``repel`` compares
     the forget rows after adding seeded Gaussian noise of std ``config.repel_noise`` (relative to the
     rows' RMS): at the start the student equals the teacher, where a squared distance has exactly zero
     gradient, so without that symmetry breaker nothing would move (METHOD.md section 2).

@@ -1,0 +1,42 @@
+"""Forget-image augmentation (METHOD.md section 2): a forget image's target is an anchor that does not
+depend on the image, so its input may be varied freely; varying it teaches the vision side to move
+*any* view of a forget person to the anchor, which carries the forgetting over to unseen images.
+
+Works on processed inputs (the image processor's normalised pixels), in place of a copy:
+* pixel tensors of one image per leading index (LLaVA ``[B, 3, H, W]``, LLaVA-NeXT
+  ``[B, crops, 3, H, W]``): a random shift (circular, up to ``strength * H / 8`` pixels each way) and
+  Gaussian noise of std ``0.1 * strength``;
+* flattened patch rows (Qwen-VL, with ``image_grid_thw``): Gaussian noise only (a shift would mix
+  patches of the temporal / merge layout).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def augment_forget_pixels(inputs: dict, n_forget: int, strength: float, generator: torch.Generator) -> dict:
+    """``inputs``: a collated batch whose first ``n_forget`` images are forget images. Returns a new
+    dict with those images' pixels augmented (retain images untouched). Deterministic given the
+    generator's state (a CPU generator; draws happen on the CPU)."""
+    if strength <= 0 or n_forget == 0:
+        return inputs
+    pv = inputs["pixel_values"]
+    out = pv.clone()
+    if pv.dim() >= 4:
+        h = pv.shape[-2]
+        reach = int(round(strength * h / 8))
+        for i in range(n_forget):
+            if reach:
+                dy, dx = torch.randint(-reach, reach + 1, (2,), generator=generator).tolist()
+                out[i] = torch.roll(out[i], shifts=(dy, dx), dims=(-2, -1))
+            noise = torch.randn(out[i].shape, generator=generator) * (0.1 * strength)
+            out[i] += noise.to(out.device, out.dtype)
+    else:
+        grid = inputs.get("image_grid_thw")
+        if grid is None:
+            raise ValueError("flattened pixel_values need image_grid_thw to locate the forget images' rows")
+        rows = int(grid[:n_forget].prod(-1).sum())
+        noise = torch.randn((rows, pv.shape[-1]), generator=generator) * (0.1 * strength)
+        out[:rows] += noise.to(out.device, out.dtype)
+    return {**inputs, "pixel_values": out}
