@@ -16,7 +16,7 @@ COMPAT_VENV ?= .venv-compat
 COMPAT_TRANSFORMERS ?= transformers>=4.57,<4.58
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 
-.PHONY: install test lint bench bench-plot clean
+.PHONY: install demo test lint bench bench-plot clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ $(STAMP): $(PY) pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PIP) install -q --no-build-isolation -e ".[dev,bench]"
 	$(PY) -c "import torch, vkd_fast._C; print('vkd_fast: C++ extension built')"
 	touch $@
+
+# The toy-world demo: builds (first run only, cached under ~/.cache/vkd_fast/toy) or loads the vanilla
+# and gold models, runs VKD and every baseline, the evaluation and the relearning attack, and writes
+# $(DEMO_DIR)/report.{json,md,png}. DEMO_ARGS: extra `vkd-fast demo` options (see --help).
+DEMO_DIR ?= demo_output
+DEMO_ARGS ?=
+demo: $(STAMP)
+	$(VENV)/bin/vkd-fast demo --output-dir $(DEMO_DIR) $(DEMO_ARGS)
 
 # The pytest script, not `python -m pytest`: -m would put the repo root on sys.path, where the
 # top-level folder kernels/ would shadow the PyPI package of that name for transformers' checks.
@@ -55,4 +63,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/plot.py
 
 clean:
-	rm -rf build *.egg-info vkd_fast/_C*.so .pytest_cache .venv-compat
+	rm -rf build *.egg-info vkd_fast/_C*.so .pytest_cache .venv-compat demo_output

@@ -62,3 +62,37 @@ def test_option_scores_match_a_direct_computation(build):
     assert result["predictions"][0] == ["baker", "pilot"][int(scores[1] > scores[0])]
     with pytest.raises(ValueError, match="answer 'C' is neither an option key nor an option text"):
         multiple_choice(model, ad, tok, [{"question": "q ?", "options": {"A": "baker"}, "answer": "C"}])
+
+
+@pytest.mark.parametrize("build", [T.tiny_llava, T.tiny_qwen2_vl], ids=["llava", "qwen2_vl"])
+def test_batched_single_token_path_agrees_with_per_item_scoring(build, monkeypatch):
+    # one-token options take the batched path (prompts of different lengths, images of different
+    # sizes, several batches); its choices must equal the per-item option_scores argmax
+    model = build()
+    ad = A.get_adapter(model)
+    tok = T.tiny_tokenizer(None if build is T.tiny_llava else T.QWEN_SPECIAL_TOKENS)
+    g = torch.Generator().manual_seed(1)
+    images = [Image.fromarray((torch.rand(h, w, 3, generator=g) * 255).to(torch.uint8).numpy())
+              for h, w in ((40, 56), (28, 28), (56, 40))]
+    options = ["baker", "pilot", "mira", "tolvan", "job"]
+    items = []
+    for k in range(7):
+        question = "what is the job of this person ?" if k % 2 else "what is the job ?"
+        items.append({"question": question, "options": options, "answer": options[k % 5], "image": images[k % 3]})
+        items.append({"question": "what is the job of mira tolvan ?" if k % 2 else "what is the job of mira ?",
+                      "options": options, "answer": options[(k + 1) % 5]})
+    want = []
+    for it in items:
+        scores = option_scores(model, ad, tok, it["question"], options, it.get("image"))
+        want.append(options[max(range(len(options)), key=lambda j: scores[j])])
+    import vkd_fast.eval.metrics as M
+
+    def per_item(*a, **k):
+        raise AssertionError("the batched path was not taken")
+
+    monkeypatch.setattr(M, "option_scores", per_item)
+    got = multiple_choice(model, ad, tok, items, batch_size=3)
+    assert got["predictions"] == want
+    assert got["accuracy"] == pytest.approx(sum(w == it["answer"] for w, it in zip(want, items)) / len(items))
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        multiple_choice(model, ad, tok, items, batch_size=0)

@@ -56,6 +56,16 @@ def test_kernels_install_as_a_subpackage_not_top_level():
     assert "kernels" not in sys.modules  # never imported as a top-level package
 
 
+def test_every_subpackage_is_listed_for_installation():
+    # pyproject lists the packages by hand (kernels/ and csrc/ are mapped): a new subpackage that is
+    # not listed works from the source tree but is missing from a wheel
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "vkd_fast").rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
+
+
 def test_version_has_one_source():
     from importlib.metadata import version
 

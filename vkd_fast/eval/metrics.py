@@ -87,10 +87,58 @@ def option_scores(model, adapter, tokenizer, question: str, options: list[str], 
     return (logp.sum(1) / answer_mask.sum(1)).tolist()
 
 
-def multiple_choice(model, adapter, tokenizer, items) -> dict:
+def _option_ids(adapter, tokenizer, question: str, options: list[str], n_image_tokens) -> tuple[list, list]:
+    prompt = tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n_image_tokens),
+                       add_special_tokens=False).input_ids
+    full = [tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n_image_tokens, answer=o),
+                      add_special_tokens=False).input_ids for o in options]
+    return prompt, full
+
+
+@torch.no_grad()
+def _single_token_predictions(model, adapter, tokenizer, group: list[tuple], batch_size: int) -> dict[int, int]:
+    """Items whose options are all one token after the prompt: one forward per batch of prompts, the
+    option scores are the next-token log-probabilities (identical to the length-normalised
+    log-likelihood of a one-token answer). ``group``: (item index, prompt ids, option ids, image)."""
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pixels: dict[int, dict] = {}
+    out = {}
+    for start in range(0, len(group), batch_size):
+        chunk = group[start: start + batch_size]
+        width = max(len(p) for _, p, _, _ in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, (_, p, _, _) in enumerate(chunk):
+            ids[r, : len(p)], mask[r, : len(p)] = torch.tensor(p), 1
+        images = {}
+        if chunk[0][3] is not None:
+            for _, _, _, im in chunk:  # one preprocessing per distinct image object
+                if id(im) not in pixels:
+                    pixels[id(im)] = adapter.preprocess([im])
+            images = adapter.collate([pixels[id(im)] for _, _, _, im in chunk])
+        inputs = adapter.model_inputs(ids.to(device), mask.to(device), **{k: v.to(device) for k, v in images.items()})
+        logits = model(**inputs).logits
+        last = logits[torch.arange(len(chunk), device=device), mask.sum(1).to(device) - 1].float()
+        for r, (i, _, opts, _) in enumerate(chunk):
+            out[i] = int(last[r, torch.tensor(opts, device=device)].argmax())
+    return out
+
+
+def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> dict:
     """Accuracy over items ``{"question", "options": [..] or {"A": ..}, "answer": option text or key,
-    optional "image"}``; returns accuracy, predictions and the answer-collapse share."""
-    predictions, correct = [], 0
+    optional "image"}``; returns accuracy, predictions and the answer-collapse share.
+
+    Items whose options are each a single token after the prompt (the toy world's; many letter-style
+    benchmarks) are scored in batches of ``batch_size`` prompts with one forward each; the others
+    with one forward per item over all its options (:func:`option_scores`). Both give the option with
+    the highest length-normalised log-likelihood."""
+    items = list(items)
+    if not items:
+        raise ValueError("multiple_choice needs at least one item")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    parsed, fast = [], {True: [], False: []}
     for i, it in enumerate(items):
         options = it["options"]
         keys = list(options) if isinstance(options, dict) else list(range(len(options)))
@@ -98,12 +146,21 @@ def multiple_choice(model, adapter, tokenizer, items) -> dict:
         answer = it["answer"]
         if answer not in keys and answer not in texts:
             raise ValueError(f"item {i}: answer {answer!r} is neither an option key nor an option text")
-        scores = option_scores(model, adapter, tokenizer, it["question"], texts, it.get("image"))
-        best = max(range(len(texts)), key=lambda j: scores[j])
-        predictions.append(texts[best])
-        correct += keys[best] == answer or texts[best] == answer
-    n = len(predictions)
-    if n == 0:
-        raise ValueError("multiple_choice needs at least one item")
-    return {"accuracy": correct / n, "predictions": predictions, "collapse_share": answer_collapse_share(predictions),
-            "n": n}
+        parsed.append((keys, texts, answer))
+        image = it.get("image")
+        n = adapter.num_image_tokens(**adapter.preprocess([image]))[0] if image is not None else None
+        prompt, full = _option_ids(adapter, tokenizer, it["question"], texts, n)
+        if all(len(f) == len(prompt) + 1 and f[: len(prompt)] == prompt for f in full):
+            fast[image is not None].append((i, prompt, [f[-1] for f in full], image))
+    best = {}
+    for group in fast.values():
+        best.update(_single_token_predictions(model, adapter, tokenizer, group, batch_size))
+    predictions, correct = [], 0
+    for i, (it, (keys, texts, answer)) in enumerate(zip(items, parsed)):
+        if i not in best:
+            scores = option_scores(model, adapter, tokenizer, it["question"], texts, it.get("image"))
+            best[i] = max(range(len(texts)), key=lambda j: scores[j])
+        predictions.append(texts[best[i]])
+        correct += keys[best[i]] == answer or texts[best[i]] == answer
+    return {"accuracy": correct / len(items), "predictions": predictions,
+            "collapse_share": answer_collapse_share(predictions), "n": len(items)}

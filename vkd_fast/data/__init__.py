@@ -1,0 +1,16 @@
+"""Data: the built-in toy world (METHOD.md section 6) and its cached models, MLLMU-Bench and CLEAR
+loaders for local files, and the question-answer collator. Heavy dependencies (pyarrow,
+transformers, tokenizers) are imported only when used."""
+
+from ._files import DataFormatError
+from .clear import load_clear, load_clear_eval, load_clear_train
+from .collate import QACollator
+from .mllmu import MLLMU_SPLITS, load_mllmu_eval, load_mllmu_train, mllmu_split_path
+from .toy import ATTRIBUTES, ToyWorld, ToyWorldConfig
+from .toy_model import ToyModelConfig, ToyModels, load_toy_models
+
+__all__ = [
+    "ATTRIBUTES", "DataFormatError", "MLLMU_SPLITS", "QACollator", "ToyModelConfig", "ToyModels", "ToyWorld",
+    "ToyWorldConfig", "load_clear", "load_clear_eval", "load_clear_train", "load_mllmu_eval", "load_mllmu_train",
+    "load_toy_models", "mllmu_split_path",
+]

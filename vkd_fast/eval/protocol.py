@@ -1,0 +1,148 @@
+"""The evaluation protocol of METHOD.md section 4: the evaluation sets of a benchmark, every accuracy
+metric on them, the answer-collapse share on forget images, and efficiency measurements.
+
+Evaluation sets are multiple-choice item lists keyed by metric name (``EVAL_SETS``); a benchmark
+provides whichever it has (the toy world has no real-world set, MLLMU-Bench has all six).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+import torch
+
+from ..adapters import get_adapter
+from .metrics import answer_collapse_share, multiple_choice
+
+#: metric name -> what it measures (the README's metric table is generated from the same words)
+EVAL_SETS = {
+    "forget_vqa": "forget people, training images + question (goal: down to chance / the gold model)",
+    "forget_vqa_unseen": "forget people, images no unlearning run saw (goal: down to chance / gold)",
+    "forget_qa": "forget people, text-only question (goal: unchanged)",
+    "retain_vqa": "retain people, image + question (goal: unchanged)",
+    "retain_qa": "retain people, text-only question (goal: unchanged)",
+    "real_world_vqa": "held-out general image questions, MLLMU-Bench Retain_Set (goal: unchanged)",
+}
+
+
+def toy_eval_sets(world) -> dict[str, list[dict]]:
+    """The toy world's evaluation sets (every metric but the real-world one)."""
+    return {
+        "forget_vqa": world.image_items(world.forget_ids, "train"),
+        "forget_vqa_unseen": world.image_items(world.forget_ids, "unseen"),
+        "forget_qa": world.text_items(world.forget_ids),
+        "retain_vqa": world.image_items(world.retain_ids, "train"),
+        "retain_qa": world.text_items(world.retain_ids),
+    }
+
+
+def mllmu_eval_sets(root, forget_split: str = "forget_5", retain_split: str = "retain_95",
+                    limit: int | None = None) -> dict[str, list[dict]]:
+    """MLLMU-Bench's evaluation sets from a local copy: forget / retain VQA and QA from the
+    ``forget_NN`` / ``retain_NN`` folders, unseen-image forget VQA from ``Test_Set`` rows of the
+    forget people (matched by ``ID``), real-world VQA from ``Retain_Set``. ``limit``: rows per file."""
+    from ..data import load_mllmu_eval, mllmu_split_path
+
+    forget = load_mllmu_eval(mllmu_split_path(root, forget_split), limit=limit)
+    retain = load_mllmu_eval(mllmu_split_path(root, retain_split), limit=limit)
+    sets = {"forget_vqa": forget["vqa"], "forget_qa": forget["qa"], "retain_vqa": retain["vqa"],
+            "retain_qa": retain["qa"]}
+    forget_ids = {it["id"] for it in forget["vqa"] + forget["qa"]}
+    optional = {"forget_vqa_unseen": ("Test_Set", lambda it: it["id"] in forget_ids),
+                "real_world_vqa": ("Retain_Set", lambda it: True)}
+    for name, (split, keep) in optional.items():
+        try:
+            path = mllmu_split_path(root, split)
+        except FileNotFoundError:
+            continue  # a partial copy of the benchmark: that metric is not reported
+        sets[name] = [it for it in load_mllmu_eval(path, limit=limit)["vqa"] if keep(it)]
+    return {k: v for k, v in sets.items() if v}
+
+
+def collapse_share(items: list[dict], predictions: list[str]) -> float:
+    """Answer-collapse share: within each question kind (the item's ``attribute`` or its question
+    text) the fraction of answers equal to the most frequent one, averaged over kinds weighted by
+    their size. 1/len(options) ~ a model answering uniformly; 1.0 ~ one answer for everything."""
+    groups = defaultdict(list)
+    for it, p in zip(items, predictions):
+        groups[it.get("attribute", it["question"])].append(p)
+    total = sum(len(g) for g in groups.values())
+    return sum(answer_collapse_share(g) * len(g) for g in groups.values()) / total
+
+
+def evaluate(model, tokenizer, sets: dict[str, list[dict]], *, adapter=None, batch_size: int = 64) -> dict:
+    """Accuracy on every evaluation set, plus ``collapse_share`` over the forget image sets and
+    ``n`` (items per set). The model is evaluated in eval mode and left as it was."""
+    if not isinstance(sets, dict) or not sets:
+        raise ValueError("sets must be a non-empty dict of evaluation-set name -> multiple-choice items")
+    adapter = adapter or get_adapter(model)
+    was_training = model.training
+    model.eval()
+    try:
+        out, counts, forget_items, forget_preds = {}, {}, [], []
+        for name, items in sets.items():
+            result = multiple_choice(model, adapter, tokenizer, items, batch_size=batch_size)
+            out[name], counts[name] = result["accuracy"], result["n"]
+            if name.startswith("forget_vqa"):
+                forget_items += items
+                forget_preds += result["predictions"]
+        if forget_items:
+            out["collapse_share"] = collapse_share(forget_items, forget_preds)
+        out["n"] = counts
+        return out
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------- efficiency
+def _rss_hwm() -> int | None:
+    """The process's peak resident set since the last reset (Linux /proc), in bytes."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_rss_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def measure(device=None):
+    """``with measure() as m: ...`` -> ``m["seconds"]``, ``m["peak_extra_bytes"]`` (peak host memory above
+    the starting point on CPU, via /proc's high-water mark; peak CUDA memory above the start on a
+    CUDA device), ``m["memory_kind"]``."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    info: dict = {}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        exact = _reset_rss_hwm()
+        base = _rss_hwm() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    try:
+        yield info
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            peak, kind = torch.cuda.max_memory_allocated(device), "cuda_allocated"
+        else:
+            peak = _rss_hwm() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            kind = "host_rss" if exact else "host_maxrss_process"
+        info.update(seconds=time.perf_counter() - start, peak_extra_bytes=max(0, (peak or 0) - (base or 0)),
+                    memory_kind=kind, pid=os.getpid())
