@@ -221,6 +221,9 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     for r in (k, rows["grad_diff"], g):
         assert {"recovery_llm", "recovery_visual"} <= set(r)
     assert k["trainable"] > 0 and k["seconds"] > 0 and rows["grad_diff"]["steps"] <= 30
+    # weights + grads + 2 AdamW moments of the trained tensors, plus the teacher cache for VKD
+    assert k["state_mib"] > 16 * k["trainable"] / 2**20  # > : the teacher cache adds its bytes
+    assert rows["grad_diff"]["state_mib"] == pytest.approx(16 * rows["grad_diff"]["trainable"] / 2**20)
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["rows"][2]["method"] == "vkd" and saved["environment"] == {"test": True}
     assert "| vkd |" in (tmp_path / "report.md").read_text() and (tmp_path / "report.png").stat().st_size > 1000

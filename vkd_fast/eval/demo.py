@@ -134,8 +134,13 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
                              stop_at=stop_at if early else None)
         model.eval()
         model.requires_grad_(False)
+        trained = set(result.trainable["names"])
+        tensors = sum(p.numel() for n, p in model.named_parameters() if n in trained)
         row = {"method": method, **_flat(evaluate(model, tok, sets)),
-               "seconds": m["seconds"] - eval_seconds[0], "peak_extra_mib": m["peak_extra_bytes"] / 2**20,
+               "seconds": m["seconds"] - eval_seconds[0],
+               # weights + gradients + two AdamW moments (fp32) of the trained tensors, and the teacher
+               # cache's data (KL: the retain log-probs): what the run adds, independent of the allocator
+               "state_mib": (16 * tensors + result.teacher_cache.get("bytes", 0)) / 2**20,
                "trainable": result.trainable.get("masked_trainable", result.trainable["trainable"]),
                "steps": len(result.history)}
         text_identical = bool(torch.equal(_text_logits(model, tok, text_probe), vanilla_text))
@@ -147,7 +152,8 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
                                                                    if k != "names"},
                            "history_last": result.history[-1] if result.history else None,
                            "text_logits_identical": text_identical, "relearn": attack,
-                           "memory_kind": m["memory_kind"]}
+                           # in-process peak RSS is a lower bound on CPU: freed heap memory is reused
+                           "peak_extra_bytes": m["peak_extra_bytes"], "memory_kind": m["memory_kind"]}
         if progress:
             _log(f"{method}: " + ", ".join(f"{k} {row[k]:.3f}" for k in ("forget_vqa", "forget_vqa_unseen",
                                                                          "forget_qa", "retain_vqa", "retain_qa"))
@@ -173,11 +179,15 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     if output_dir is not None:
         out = Path(output_dir)
         write_json(out / "report.json", report)
-        notes = "\n".join(f"- {'PASS' if c['ok'] else 'FAIL'}: VKD {c['check']} (value {c['value']}, "
-                          f"bound {c['bound']})" for c in checks)
+        notes = "\n".join(f"- {'PASS' if c['ok'] else 'FAIL'}: VKD {c['check']} (value {_num(c['value'])}, "
+                          f"bound {_num(c['bound'])})" for c in checks)
         write_markdown(out / "report.md", ordered, "Toy-world comparison (accuracies in %)", notes)
         plot(out / "report.png", ordered, chance, "vkd_fast toy world: forget / retain accuracy and relearning")
     return report
+
+
+def _num(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _flat(result: dict) -> dict:
@@ -190,7 +200,8 @@ def summary(report: dict) -> str:
              f"accuracies in %, chance {100 * report['chance']:.1f}%; relearning recovery: 0 = nothing regained, "
              "1 = back to the vanilla model"]
     for c in report["checks"]:
-        lines.append(f"  {'PASS' if c['ok'] else 'FAIL'}  VKD {c['check']}: {c['value']} (bound {c['bound']})")
+        verdict = "PASS" if c["ok"] else "FAIL"
+        lines.append(f"  {verdict}  VKD {c['check']}: {_num(c['value'])} (bound {_num(c['bound'])})")
     return "\n".join(lines)
 
 

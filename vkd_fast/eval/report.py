@@ -19,7 +19,9 @@ COLUMNS = (
     ("collapse_share", "collapse", "pct"),
     ("recovery_llm", "relearn llm", "ratio"),
     ("recovery_visual", "relearn visual", "ratio"),
+    ("steps", "steps", "int"),
     ("seconds", "time s", "sec"),
+    ("state_mib", "state MiB", "sec"),
     ("peak_extra_mib", "peak MiB", "sec"),
     ("trainable", "trainable params", "int"),
 )
