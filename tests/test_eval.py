@@ -96,3 +96,42 @@ def test_batched_single_token_path_agrees_with_per_item_scoring(build, monkeypat
     assert got["accuracy"] == pytest.approx(sum(w == it["answer"] for w, it in zip(want, items)) / len(items))
     with pytest.raises(ValueError, match="batch_size must be a positive int"):
         multiple_choice(model, ad, tok, items, batch_size=0)
+
+
+@pytest.mark.parametrize("build", [T.tiny_llava, T.tiny_qwen2_vl], ids=["llava", "qwen2_vl"])
+def test_generate_answers_equal_a_manual_greedy_decode(build):
+    from vkd_fast.eval import generate_answers
+
+    model = build()
+    ad = A.get_adapter(model)
+    tok = T.tiny_tokenizer(None if build is T.tiny_llava else T.QWEN_SPECIAL_TOKENS)
+    image = Image.new("RGB", (40, 28), (10, 100, 200))
+    items = [{"question": "what is the job ?", "image": image}, {"question": "what is the job of mira tolvan ?"}]
+    got = generate_answers(model, ad, tok, items, max_new_tokens=4)
+    for it, answer in zip(items, got):
+        inputs = ad.preprocess([it["image"]]) if it.get("image") else {}
+        n = ad.num_image_tokens(**inputs)[0] if inputs else None
+        ids = torch.tensor([tok(ad.prompt(tok, it["question"], n_image_tokens=n), add_special_tokens=False).input_ids])
+        start = ids.shape[1]
+        for _ in range(4):  # greedy, the whole prompt re-run every token (no cache)
+            with torch.no_grad():
+                logits = model(**ad.model_inputs(ids, torch.ones_like(ids), **inputs)).logits[0, -1]
+            ids = torch.cat([ids, logits.argmax().view(1, 1)], 1)
+        assert answer == tok.decode(ids[0, start:], skip_special_tokens=True).strip()
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive int"):
+        generate_answers(model, ad, tok, items, max_new_tokens=0)
+
+
+def test_free_form_and_cloze_scores_hand_checked(monkeypatch):
+    import vkd_fast.eval.metrics as M
+
+    answers = iter([["the cat lay on the mat", "pilot"], ["baker\nand more", ""]])
+    monkeypatch.setattr(M, "generate_answers", lambda *a, **k: next(answers))
+    items = [{"question": "q1", "answer": "the cat sat on the mat"}, {"question": "q2", "answer": "Pilot."}]
+    result = M.free_form(None, None, None, items)
+    assert result["rouge_l"] == pytest.approx((5 / 6 + 1.0) / 2) and result["exact_match"] == 0.5
+    fills = M.cloze(None, None, None, [{"question": "works as a __ .", "answer": "baker"},
+                                       {"question": "born in __ .", "answer": "1970"}])
+    assert fills["predictions"] == ["baker", ""] and fills["accuracy"] == 0.5  # the fill is the first line
+    with pytest.raises(ValueError, match=r"cloze items \[0\] have no blank"):
+        M.cloze(None, None, None, [{"question": "no blank", "answer": "x"}])

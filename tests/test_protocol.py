@@ -127,3 +127,30 @@ def test_nearest_retain_target_pulls_forget_features_to_the_nearest_retain_image
     f_s = feats(A.get_adapter(model), forget)
     before, after = (f_t - near).pow(2).mean().item(), (f_s - near).pow(2).mean().item()
     assert after < 0.5 * before, (before, after)
+
+
+def test_eval_command_on_an_mllmu_copy(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = tmp_path / "MLLMU-Bench"
+    write(root / "forget_5" / "a.parquet", [person("p0", RED)], eval_schema())
+    write(root / "retain_95" / "a.parquet", [person("r0", GREEN)], eval_schema())
+    model, tok = T.tiny_llava(), T.tiny_tokenizer()
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    exe = str(Path(sys.executable).with_name("vkd-fast"))
+    out = subprocess.run([exe, "eval", str(tmp_path / "model"), "--data", "mllmu", "--root", str(root),
+                          "--max-new-tokens", "2", "--output", str(tmp_path / "e.json")],
+                         capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "e.json").read_text())["metrics"]
+    assert metrics["n"] == {"forget_vqa": 2, "forget_qa": 1, "retain_vqa": 2, "retain_qa": 1, "forget_generation": 2,
+                            "forget_cloze": 2, "retain_generation": 2, "retain_cloze": 2}
+    for key in ("forget_vqa", "forget_generation_rouge_l", "forget_cloze", "retain_generation_exact_match"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert "forget_cloze:" in out.stdout

@@ -259,3 +259,14 @@ def test_eval_and_relearn_commands(toy, tmp_path):
     assert out.returncode == 2 and "--data mllmu needs --root" in out.stderr
     out = _run("demo", "--methods", "vkd,nope", cwd=tmp_path, cache=cache)
     assert out.returncode == 2 and "methods must be a non-empty subset" in out.stderr
+
+
+def test_free_form_answers_of_the_vanilla_model(toy):
+    # the vanilla model answers with the attribute's word as its first generated token
+    models, _ = toy
+    w = models.world
+    sets = {"retain_qa": w.text_items(w.retain_ids[:4])}
+    free = {"retain_generation": w.text_items(w.retain_ids[:4])}
+    out = evaluate(models.vanilla, models.tokenizer, sets, free_form_sets=free, max_new_tokens=1)
+    assert out["retain_generation_exact_match"] >= 0.9 and out["retain_generation_rouge_l"] >= 0.9
+    assert out["n"]["retain_generation"] == 16

@@ -208,11 +208,23 @@ def run_eval(args) -> int:
     from .eval import evaluate, text_table
 
     sets = _eval_sets(args)
+    free = None
+    if args.data == "mllmu" and args.max_new_tokens > 0:
+        from .eval import mllmu_free_form_sets
+
+        free = mllmu_free_form_sets(args.root, args.forget_split, args.retain_split, limit=args.limit)
     model, tokenizer = load_model(args.model, args)
     tokenizer = _tokenizer_for(args, tokenizer)
-    result = evaluate(model, tokenizer, sets, batch_size=args.batch_size)
+    result = evaluate(model, tokenizer, sets, batch_size=args.batch_size, free_form_sets=free,
+                      max_new_tokens=max(1, args.max_new_tokens))
     row = {"method": args.model, **{k: v for k, v in result.items() if k != "n"}}
     print(text_table([row]))
+    from .eval.report import COLUMNS
+
+    shown = {c[0] for c in COLUMNS}
+    for key, value in row.items():
+        if key not in shown and key != "method":
+            print(f"{key}: {value:.4f}")
     print("items per set: " + ", ".join(f"{k} {v}" for k, v in result["n"].items()))
     if args.output:
         _write_report(args.output, {"model": args.model, "data": args.data, "metrics": result})
@@ -359,6 +371,8 @@ def _eval_args(p) -> None:
     p.add_argument("--limit", type=int, help="--data mllmu: rows per file (quick runs)")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the model directory's, or the toy world's)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per evaluation forward")
+    p.add_argument("--max-new-tokens", type=int, default=32,
+                   help="--data mllmu: generation length of free-form answers (ROUGE-L) and cloze fills; 0 = skip them")
     p.add_argument("--output", help="write the results as JSON (with the environment) to this file")
     _world_args(p)
 

@@ -3,14 +3,33 @@ MLLMU-Bench, every accuracy, answer collapse, efficiency), the relearning attack
 toy-world demo."""
 
 from .demo import DEMO_CONFIGS, METHODS, DemoConfig, run_demo, summary
-from .metrics import answer_collapse_share, exact_match, multiple_choice, option_scores, recovery, rouge_l
-from .protocol import EVAL_SETS, collapse_share, evaluate, measure, mllmu_eval_sets, toy_eval_sets
+from .metrics import (
+    answer_collapse_share,
+    cloze,
+    exact_match,
+    free_form,
+    generate_answers,
+    multiple_choice,
+    option_scores,
+    recovery,
+    rouge_l,
+)
+from .protocol import (
+    EVAL_SETS,
+    collapse_share,
+    evaluate,
+    measure,
+    mllmu_eval_sets,
+    mllmu_free_form_sets,
+    toy_eval_sets,
+)
 from .relearn import MODES, RelearnConfig, held_out_accuracy, relearn, relearning_attack, split_attack
 from .report import markdown_table, plot, text_table, write_json, write_markdown
 
 __all__ = [
-    "DEMO_CONFIGS", "EVAL_SETS", "METHODS", "MODES", "DemoConfig", "RelearnConfig", "answer_collapse_share",
-    "collapse_share", "evaluate", "exact_match", "held_out_accuracy", "markdown_table", "measure", "mllmu_eval_sets",
-    "multiple_choice", "option_scores", "plot", "recovery", "relearn", "relearning_attack", "rouge_l", "run_demo",
-    "split_attack", "summary", "text_table", "toy_eval_sets", "write_json", "write_markdown",
+    "DEMO_CONFIGS", "DemoConfig", "EVAL_SETS", "METHODS", "MODES", "RelearnConfig", "answer_collapse_share",
+    "cloze", "collapse_share", "evaluate", "exact_match", "free_form", "generate_answers", "held_out_accuracy",
+    "markdown_table", "measure", "mllmu_eval_sets", "mllmu_free_form_sets", "multiple_choice", "option_scores",
+    "plot", "recovery", "relearn", "relearning_attack", "rouge_l", "run_demo", "split_attack", "summary",
+    "text_table", "toy_eval_sets", "write_json", "write_markdown",
 ]

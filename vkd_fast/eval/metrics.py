@@ -164,3 +164,52 @@ def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> d
         correct += keys[best[i]] == answer or texts[best[i]] == answer
     return {"accuracy": correct / len(items), "predictions": predictions,
             "collapse_share": answer_collapse_share(predictions), "n": len(items)}
+
+
+@torch.no_grad()
+def generate_answers(model, adapter, tokenizer, items, max_new_tokens: int = 32) -> list[str]:
+    """Greedy answers (``model.generate``, no sampling) to items ``{"question", optional "image"}``, one
+    item at a time (no padding effects), decoded without special tokens and stripped."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers = []
+    for it in items:
+        image = it.get("image")
+        image_inputs = adapter.preprocess([image]) if image is not None else {}
+        n = adapter.num_image_tokens(**image_inputs)[0] if image is not None else None
+        ids = tokenizer(adapter.prompt(tokenizer, it["question"], n_image_tokens=n), add_special_tokens=False).input_ids
+        ids = torch.tensor([ids], device=device)
+        inputs = adapter.model_inputs(ids, torch.ones_like(ids), **{k: v.to(device) for k, v in image_inputs.items()})
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    return answers
+
+
+def free_form(model, adapter, tokenizer, items, max_new_tokens: int = 32) -> dict:
+    """Free-form answers (MLLMU-Bench ``Generation_Task``) against ``"answer"``: mean ROUGE-L F1, exact
+    match share, the predictions."""
+    items = list(items)
+    if not items:
+        raise ValueError("free_form needs at least one item")
+    predictions = generate_answers(model, adapter, tokenizer, items, max_new_tokens)
+    return {"rouge_l": sum(rouge_l(p, it["answer"]) for p, it in zip(predictions, items)) / len(items),
+            "exact_match": sum(exact_match(p, it["answer"]) for p, it in zip(predictions, items)) / len(items),
+            "predictions": predictions, "n": len(items)}
+
+
+def cloze(model, adapter, tokenizer, items, max_new_tokens: int = 8) -> dict:
+    """Fill-in-the-blank (MLLMU-Bench ``Mask_Task``, blank written ``__``): the model completes the
+    sentence up to the blank; the fill is its first line, scored by exact match with ``"answer"``."""
+    items = list(items)
+    if not items:
+        raise ValueError("cloze needs at least one item")
+    bad = [i for i, it in enumerate(items) if "__" not in it["question"]]
+    if bad:
+        raise ValueError(f"cloze items {bad[:5]} have no blank '__' in their question")
+    prompts = [{**it, "question": "Fill in the blank: " + it["question"]} for it in items]
+    fills = [a.splitlines()[0] if a else "" for a in generate_answers(model, adapter, tokenizer, prompts,
+                                                                       max_new_tokens)]
+    return {"accuracy": sum(exact_match(f, it["answer"]) for f, it in zip(fills, items)) / len(items),
+            "predictions": fills, "n": len(items)}

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 
 from ..adapters import get_adapter
-from .metrics import answer_collapse_share, multiple_choice
+from .metrics import answer_collapse_share, cloze, free_form, multiple_choice
 
 #: metric name -> what it measures (the README's metric table is generated from the same words)
 EVAL_SETS = {
@@ -63,6 +63,19 @@ def mllmu_eval_sets(root, forget_split: str = "forget_5", retain_split: str = "r
     return {k: v for k, v in sets.items() if v}
 
 
+def mllmu_free_form_sets(root, forget_split: str = "forget_5", retain_split: str = "retain_95",
+                         limit: int | None = None) -> dict[str, list[dict]]:
+    """MLLMU-Bench's generation (ROUGE-L) and cloze (exact match) items of the forget and retain splits:
+    ``{"forget_generation", "forget_cloze", "retain_generation", "retain_cloze"}`` (empty ones left out)."""
+    from ..data import load_mllmu_eval, mllmu_split_path
+
+    out = {}
+    for side, split in (("forget", forget_split), ("retain", retain_split)):
+        ev = load_mllmu_eval(mllmu_split_path(root, split), limit=limit)
+        out[f"{side}_generation"], out[f"{side}_cloze"] = ev["generation"], ev["cloze"]
+    return {k: v for k, v in out.items() if v}
+
+
 def collapse_share(items: list[dict], predictions: list[str]) -> float:
     """Answer-collapse share: within each question kind (the item's ``attribute`` or its question
     text) the fraction of answers equal to the most frequent one, averaged over kinds weighted by
@@ -74,9 +87,13 @@ def collapse_share(items: list[dict], predictions: list[str]) -> float:
     return sum(answer_collapse_share(g) * len(g) for g in groups.values()) / total
 
 
-def evaluate(model, tokenizer, sets: dict[str, list[dict]], *, adapter=None, batch_size: int = 64) -> dict:
+def evaluate(model, tokenizer, sets: dict[str, list[dict]], *, adapter=None, batch_size: int = 64,
+             free_form_sets: dict[str, list[dict]] | None = None, max_new_tokens: int = 32) -> dict:
     """Accuracy on every evaluation set, plus ``collapse_share`` over the forget image sets and
-    ``n`` (items per set). The model is evaluated in eval mode and left as it was."""
+    ``n`` (items per set). ``free_form_sets`` (e.g. :func:`mllmu_free_form_sets`): sets whose name ends
+    in ``_cloze`` give ``<name>`` = exact-match accuracy of the filled blank, the others
+    ``<name>_rouge_l`` and ``<name>_exact_match`` of greedy answers. The model is evaluated in eval
+    mode and left as it was."""
     if not isinstance(sets, dict) or not sets:
         raise ValueError("sets must be a non-empty dict of evaluation-set name -> multiple-choice items")
     adapter = adapter or get_adapter(model)
@@ -92,6 +109,14 @@ def evaluate(model, tokenizer, sets: dict[str, list[dict]], *, adapter=None, bat
                 forget_preds += result["predictions"]
         if forget_items:
             out["collapse_share"] = collapse_share(forget_items, forget_preds)
+        for name, items in (free_form_sets or {}).items():
+            if name.endswith("_cloze"):
+                result = cloze(model, adapter, tokenizer, items, max_new_tokens=min(max_new_tokens, 8))
+                out[name] = result["accuracy"]
+            else:
+                result = free_form(model, adapter, tokenizer, items, max_new_tokens=max_new_tokens)
+                out[f"{name}_rouge_l"], out[f"{name}_exact_match"] = result["rouge_l"], result["exact_match"]
+            counts[name] = result["n"]
         out["n"] = counts
         return out
     finally:
