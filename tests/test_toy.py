@@ -270,3 +270,12 @@ def test_free_form_answers_of_the_vanilla_model(toy):
     out = evaluate(models.vanilla, models.tokenizer, sets, free_form_sets=free, max_new_tokens=1)
     assert out["retain_generation_exact_match"] >= 0.9 and out["retain_generation_rouge_l"] >= 0.9
     assert out["n"]["retain_generation"] == 16
+
+
+def test_model_config_errors():
+    with pytest.raises(ValueError, match="max_steps must be a positive int, got 0"):
+        ToyModelConfig(max_steps=0)
+    with pytest.raises(ValueError, match="need 0 < min_accuracy <= target_accuracy <= 1"):
+        ToyModelConfig(min_accuracy=0.99, target_accuracy=0.9)
+    with pytest.raises(TypeError, match="config must be a ToyWorldConfig"):
+        ToyWorld({"seed": 1})

@@ -248,33 +248,26 @@ def _eval_row(out: dict, row: dict, file: Path, r: int, image_column: str | None
                 out["vqa"].extend(_with_image(item, images.get(f"{field}[{k}]"), per_image))
             else:
                 out["qa"].append(item)
-    if "Generation_Task" in cols:
-        for k, entry in enumerate(_list(row.get("Generation_Task"), file, r, "Generation_Task")):
-            field = f"Generation_Task[{k}]"
+    for task, kind_key in (("Generation_Task", "generation"), ("Mask_Task", "cloze")):
+        if task not in cols:
+            continue
+        for k, entry in enumerate(_list(row.get(task), file, r, task)):
+            field = f"{task}[{k}]"
             entry = _struct(entry, file, r, field)
-            question = _text(key_of(entry, "Question"), file, r, f"{field}.Question")
+            if task == "Mask_Task":
+                question = _cloze_question(entry)
+                if question is None:
+                    raise DataFormatError(f"{location(file, r, field)}: no question text with a '__' blank "
+                                          f"(keys: {sorted(map(str, entry))})")
+            else:
+                question = _text(key_of(entry, "Question"), file, r, f"{field}.Question")
             answer = _text(key_of(entry, "Ground_Truth", "Answer"), file, r, f"{field}.Ground_Truth")
             kind = key_of(entry, "Type", "Question_Type")
             item = {"question": question, "answer": answer, "type": kind, "image": None, "id": rid}
             if _is_pure_text(kind):
-                out["generation"].append(item)
+                out[kind_key].append(item)
             else:
-                out["generation"].extend(_with_image(item, images.get(field), per_image))
-    if "Mask_Task" in cols:
-        for k, entry in enumerate(_list(row.get("Mask_Task"), file, r, "Mask_Task")):
-            field = f"Mask_Task[{k}]"
-            entry = _struct(entry, file, r, field)
-            question = _cloze_question(entry)
-            if question is None:
-                raise DataFormatError(f"{location(file, r, field)}: no question text with a '__' blank "
-                                      f"(keys: {sorted(map(str, entry))})")
-            answer = _text(key_of(entry, "Ground_Truth", "Answer"), file, r, f"{field}.Ground_Truth")
-            kind = key_of(entry, "Type", "Question_Type")
-            item = {"question": question, "answer": answer, "type": kind, "image": None, "id": rid}
-            if _is_pure_text(kind):
-                out["cloze"].append(item)
-            else:
-                out["cloze"].extend(_with_image(item, images.get(field), per_image))
+                out[kind_key].extend(_with_image(item, images.get(field), per_image))
 
 
 def load_mllmu_eval(path, limit: int | None = None) -> dict:

@@ -43,6 +43,14 @@ _PATTERNS = ("plain", "stripes", "dots")
 _SYLLABLES = ("ka", "lo", "mi", "ra", "ve", "su", "no", "ti", "da", "re", "zo", "ba", "ne", "fu", "li", "ga")
 
 
+def check_positive_ints(obj, names) -> None:
+    """Config validation: each named field is an int >= 1 (bools refused)."""
+    for name in names:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ToyWorldConfig:
     """What a toy world is made of; the seed determines everything else."""
@@ -58,10 +66,7 @@ class ToyWorldConfig:
     brightness: float = 0.15  # +- relative
 
     def __post_init__(self) -> None:
-        for name in ("n_identities", "image_size", "n_train_images", "n_unseen_images"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("n_identities", "image_size", "n_train_images", "n_unseen_images"))
         if self.n_identities < 4:
             raise ValueError(f"n_identities must be >= 4 (2 forget + 2 retain people), got {self.n_identities}")
         limit = len(_PALETTE) * len(_SHAPES) * (len(_PALETTE) - 1) * len(_PATTERNS)
