@@ -103,6 +103,13 @@ def _print_report(report: dict) -> None:
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
+def _quiet_transformers() -> None:
+    """The CLI prints its own progress: no per-file load / save bars from transformers."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def _toy_world(args):
     from .data import ToyWorld, ToyWorldConfig
 
@@ -153,6 +160,7 @@ def load_items(spec: str, args=None) -> list[dict]:
 def load_model(spec: str, args=None):
     """``toy:vanilla`` / ``toy:gold`` (the toy world's cached models, built on first use) or a local
     model directory -> (model, tokenizer or None)."""
+    _quiet_transformers()
     if spec in ("toy:vanilla", "toy:gold"):
         from .data import load_toy_models
 
@@ -266,6 +274,7 @@ def run_demo_cmd(args) -> int:
     from .eval import DemoConfig, RelearnConfig, run_demo, summary
 
     t0 = time.perf_counter()
+    _quiet_transformers()
     methods = tuple(args.methods.split(","))
     config = DemoConfig(methods=methods, relearn=RelearnConfig(steps=args.relearn_steps))
     models = load_toy_models(_toy_world(args), ToyModelConfig(), rebuild=args.rebuild, progress=True)

@@ -117,6 +117,13 @@ def build_model(world: ToyWorld, tokenizer, config: ToyModelConfig):
 
 
 # ---------------------------------------------------------------------- training
+def _bar(total: int, desc: str):
+    """A progress bar on stderr (tqdm); stops early leave it short of ``total``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"[vkd-fast] {desc}", file=sys.stderr, dynamic_ncols=True, leave=True)
+
+
 class _Encoded:
     """Items tokenised once: prompt ids (right-padded), the answer token, the image index."""
 
@@ -199,6 +206,7 @@ def train_on_world(model, tokenizer, world: ToyWorld, image_ids: list[int], text
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     model.train()
     start, step, acc = time.perf_counter(), 0, {}
+    bar = _bar(config.max_steps, f"training {label}") if progress else None
     while step < config.max_steps:
         for _ in range(min(config.check_every, config.max_steps - step)):
             ri = torch.randint(len(img), (config.image_batch,), generator=gen)
@@ -210,14 +218,17 @@ def train_on_world(model, tokenizer, world: ToyWorld, image_ids: list[int], text
             opt.step()
             sched.step()
             step += 1
+            if bar is not None:
+                bar.update(1)
         model.eval()
         acc = {"image": _accuracy(model, pixels, img, img_opts), "text": _accuracy(model, pixels, txt, txt_opts)}
         model.train()
-        if progress:
-            print(f"[vkd-fast] training {label}: step {step}, loss {loss.item():.3f}, image acc {acc['image']:.3f}, "
-                  f"text acc {acc['text']:.3f}", file=sys.stderr, flush=True)
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss.item():.3f}", image_acc=f"{acc['image']:.3f}", text_acc=f"{acc['text']:.3f}")
         if min(acc.values()) >= config.target_accuracy:
             break
+    if bar is not None:
+        bar.close()
     model.eval()
     if min(acc.values()) < config.min_accuracy:
         raise RuntimeError(f"the toy {label} model reached only {acc} after {step} steps (bar "

@@ -52,7 +52,9 @@ class DemoConfig:
 
 
 def _log(msg: str) -> None:
-    print(f"[vkd-fast demo] {msg}", file=sys.stderr, flush=True)
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"[vkd-fast demo] {msg}", file=sys.stderr)  # keeps an active progress bar intact
 
 
 def _text_logits(model, tokenizer, items) -> torch.Tensor:
@@ -110,7 +112,15 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         _log(f"vanilla: forget VQA {rows['vanilla']['forget_vqa']:.3f}, gold: {rows['gold']['forget_vqa']:.3f}, "
              f"chance {chance:.3f}")
     stop_at = max(chance, rows["gold"]["forget_vqa"])
+    stages = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        stages = tqdm(total=len(config.methods) + 1, desc="[vkd-fast demo] unlearn + evaluate + attack",
+                      unit="method", file=sys.stderr, dynamic_ncols=True)
     for method in config.methods:
+        if stages is not None:
+            stages.set_postfix(method=method)
         model = models.fresh_vanilla()
         options = {**DEMO_CONFIGS[method], **config.overrides.get(method, {})}
         ucfg = UnlearnConfig(**options)
@@ -160,9 +170,16 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
                  + f", relearn recovery llm {row.get('recovery_llm', float('nan')):.2f} visual "
                  f"{row.get('recovery_visual', float('nan')):.2f} ({row['seconds']:.1f} s, {row['steps']} steps)")
         del model
+        if stages is not None:
+            stages.update(1)
+    if stages is not None:
+        stages.set_postfix(method="gold (attack)")
     attack = relearning_attack(models.gold, tok, forget_all, config.relearn, acc_before=before)
     for mode, res in attack["modes"].items():
         rows["gold"][f"recovery_{mode}"] = res["recovery"]
+    if stages is not None:
+        stages.update(1)
+        stages.close()
     details["gold"] = {"relearn": attack}
 
     ordered = [rows["vanilla"], rows["gold"]] + [rows[m] for m in config.methods]
