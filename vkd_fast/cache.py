@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from . import _ext
-from .ops import check_choice
+from .ops import check_choice, check_positive_int
 
 __all__ = ["ActivationCache", "CacheFormatError", "PrefetchHandle"]
 
@@ -297,8 +297,7 @@ class ActivationCache:
                 raise TypeError(f"capacity_bytes must be an int or None, got {type(capacity_bytes).__name__}")
             if capacity_bytes < 0:
                 raise ValueError(f"capacity_bytes must be >= 0 or None, got {capacity_bytes}")
-        if isinstance(slab_bytes, bool) or not isinstance(slab_bytes, int) or slab_bytes <= 0:
-            raise ValueError(f"slab_bytes must be a positive int, got {slab_bytes!r}")
+        check_positive_int("slab_bytes", slab_bytes)
         check_choice("backend", backend, BACKENDS)
         cuda = torch.cuda.is_available()
         if pin_memory and not cuda:

@@ -27,6 +27,8 @@ from functools import cached_property
 
 import numpy as np
 
+from ..ops import check_positive_int
+
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "job": ("doctor", "teacher", "pilot", "farmer", "baker", "lawyer", "painter", "sailor"),
     "city": ("paris", "tokyo", "lima", "oslo", "cairo", "delhi", "sydney", "boston"),
@@ -41,14 +43,6 @@ _PALETTE = ((230, 57, 70), (42, 157, 143), (38, 70, 83), (233, 196, 106), (244, 
 _SHAPES = ("disc", "square", "triangle", "cross", "ring", "diamond")
 _PATTERNS = ("plain", "stripes", "dots")
 _SYLLABLES = ("ka", "lo", "mi", "ra", "ve", "su", "no", "ti", "da", "re", "zo", "ba", "ne", "fu", "li", "ga")
-
-
-def check_positive_ints(obj, names) -> None:
-    """Config validation: each named field is an int >= 1 (bools refused)."""
-    for name in names:
-        value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +60,8 @@ class ToyWorldConfig:
     brightness: float = 0.15  # +- relative
 
     def __post_init__(self) -> None:
-        check_positive_ints(self, ("n_identities", "image_size", "n_train_images", "n_unseen_images"))
+        for name in ("n_identities", "image_size", "n_train_images", "n_unseen_images"):
+            check_positive_int(name, getattr(self, name))
         if self.n_identities < 4:
             raise ValueError(f"n_identities must be >= 4 (2 forget + 2 retain people), got {self.n_identities}")
         limit = len(_PALETTE) * len(_SHAPES) * (len(_PALETTE) - 1) * len(_PATTERNS)

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from .toy import ToyWorld, ToyWorldConfig, check_positive_ints
+from ..ops import check_positive_int
+from .toy import ToyWorld, ToyWorldConfig
 
 #: bump when the training recipe changes in a way that changes the models (invalidates caches)
 BUILD_VERSION = 2
@@ -54,8 +55,9 @@ class ToyModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_positive_ints(self, ("vision_hidden", "vision_layers", "patch_size", "text_hidden", "text_layers",
-                                   "heads", "image_batch", "text_batch", "max_steps", "check_every", "warmup_steps"))
+        for name in ("vision_hidden", "vision_layers", "patch_size", "text_hidden", "text_layers", "heads",
+                     "image_batch", "text_batch", "max_steps", "check_every", "warmup_steps"):
+            check_positive_int(name, getattr(self, name))
         if not 0 < self.min_accuracy <= self.target_accuracy <= 1:
             raise ValueError(f"need 0 < min_accuracy <= target_accuracy <= 1, got {self.min_accuracy}, "
                              f"{self.target_accuracy}")

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
-from ..ops import METRICS, check_choice
+from ..ops import METRICS, check_choice, check_positive_int
 
 FORGET_TARGETS = ("retain_mean", "nearest_retain", "misdirect", "repel")
 
@@ -93,9 +93,7 @@ class UnlearnConfig:
             raise ValueError(f"tap must be 'vision:feature', 'vision:<block>', 'projector' or 'llm:<layer>', "
                              f"got {self.tap!r}")
         for name in ("steps", "batch_size", "teacher_batch_size", "log_every", "mask_batches", "grad_accum"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         for name in ("lr", "misdirect_scale", "repel_margin", "npo_beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")

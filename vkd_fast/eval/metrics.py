@@ -17,6 +17,7 @@ from collections import Counter
 import torch
 
 from ..engine.qa import answer_logprobs
+from ..ops import check_positive_int
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -136,8 +137,7 @@ def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> d
     items = list(items)
     if not items:
         raise ValueError("multiple_choice needs at least one item")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     parsed, fast = [], {True: [], False: []}
     for i, it in enumerate(items):
         options = it["options"]
@@ -170,8 +170,7 @@ def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> d
 def generate_answers(model, adapter, tokenizer, items, max_new_tokens: int = 32) -> list[str]:
     """Greedy answers (``model.generate``, no sampling) to items ``{"question", optional "image"}``, one
     item at a time (no padding effects), decoded without special tokens and stripped."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
+    check_positive_int("max_new_tokens", max_new_tokens)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers = []

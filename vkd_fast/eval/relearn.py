@@ -18,6 +18,7 @@ import torch
 
 from ..adapters import get_adapter
 from ..engine.qa import answer_logprobs, collate_qa, encode_qa
+from ..ops import check_positive_int
 from .metrics import multiple_choice, recovery
 
 MODES = {"llm": "language_model", "visual": "vision+projector"}
@@ -45,9 +46,7 @@ class RelearnConfig:
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction must be in (0, 1), got {self.fraction!r}")
         for name in ("steps", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
 
