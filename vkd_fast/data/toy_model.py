@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.qa import pad_right
 from ..ops import check_positive_int
 from .toy import ToyWorld, ToyWorldConfig
 
@@ -139,11 +140,7 @@ class _Encoded:
             if len(ans) != 1:
                 raise RuntimeError(f"answer {it['answer']!r} is not one token for the toy tokenizer")
             answers.append(ans[0])
-        width = max(len(r) for r in rows)
-        self.ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        self.mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            self.ids[i, : len(r)], self.mask[i, : len(r)] = torch.tensor(r), 1
+        self.ids, self.mask = pad_right(rows, tokenizer.pad_token_id)
         self.last = self.mask.sum(1) - 1
         self.answer = torch.tensor(answers)
         self.image_index = image_index

@@ -28,15 +28,22 @@ def encode_qa(adapter, tokenizer, items: list[dict], name: str) -> list[dict]:
     return out
 
 
+def pad_right(rows, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id rows (lists or 1-D tensors) -> right-padded ``(ids [B, W], mask [B, W])``, both long,
+    ``W`` the longest row; ``mask`` is 1 on real tokens."""
+    rows = [torch.as_tensor(r, dtype=torch.long).reshape(-1) for r in rows]
+    width = max(r.numel() for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : r.numel()], mask[i, : r.numel()] = r, 1
+    return ids, mask
+
+
 def collate_qa(adapter, examples: list[dict], pad_id: int) -> tuple[dict, torch.Tensor]:
     """Right-padded batch: (model inputs, labels)."""
-    width = max(e["input_ids"].numel() for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = e["input_ids"].numel()
-        ids[i, :n], labels[i, :n], mask[i, :n] = e["input_ids"], e["labels"], 1
+    ids, mask = pad_right([e["input_ids"] for e in examples], pad_id)
+    labels = pad_right([e["labels"] for e in examples], -100)[0]
     images = adapter.collate([e["image"] for e in examples])
     return adapter.model_inputs(ids, mask, **images), labels
 

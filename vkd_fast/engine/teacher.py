@@ -9,6 +9,7 @@ import time
 import torch
 
 from ..cache import ActivationCache
+from .qa import pad_right
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -20,12 +21,7 @@ def collate_inputs(adapter, items: list[dict]) -> dict:
     """Join single-image inputs into a batch; prompts (``llm:j`` taps) are right-padded."""
     batch = adapter.collate([{k: v for k, v in it.items() if k not in _PROMPT_KEYS} for it in items])
     if "input_ids" in items[0]:
-        width = max(it["input_ids"].shape[1] for it in items)
-        ids = torch.zeros(len(items), width, dtype=torch.long)
-        mask = torch.zeros(len(items), width, dtype=torch.long)
-        for i, it in enumerate(items):
-            n = it["input_ids"].shape[1]
-            ids[i, :n], mask[i, :n] = it["input_ids"][0], 1
+        ids, mask = pad_right([it["input_ids"][0] for it in items])
         batch.update(input_ids=ids, attention_mask=mask)
     return batch
 

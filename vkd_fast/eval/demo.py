@@ -14,6 +14,7 @@ import torch
 from ..adapters import get_adapter
 from ..engine import UnlearnConfig
 from ..engine.loop import unlearn
+from ..engine.qa import pad_right
 from .metrics import multiple_choice
 from .protocol import evaluate, measure, toy_eval_sets
 from .relearn import RelearnConfig, held_out_accuracy, relearning_attack
@@ -60,11 +61,7 @@ def _log(msg: str) -> None:
 def _text_logits(model, tokenizer, items) -> torch.Tensor:
     adapter = get_adapter(model)
     rows = [tokenizer(adapter.prompt(tokenizer, it["question"]), add_special_tokens=False).input_ids for it in items]
-    width = max(map(len, rows))
-    ids = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    ids, mask = pad_right(rows)
     with torch.no_grad():
         return adapter.text_logits(ids, mask)
 

@@ -16,7 +16,7 @@ from collections import Counter
 
 import torch
 
-from ..engine.qa import answer_logprobs
+from ..engine.qa import answer_logprobs, pad_right
 from ..ops import check_positive_int
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -73,12 +73,8 @@ def option_scores(model, adapter, tokenizer, question: str, options: list[str], 
             raise ValueError(f"option {option!r}: its tokens do not follow the prompt's, cannot score it")
         rows.append(ids)
         labels.append([-100] * len(prompt_ids) + ids[len(prompt_ids):])
-    width = max(len(r) for r in rows)
-    input_ids = torch.zeros(len(rows), width, dtype=torch.long)
-    label_t = torch.full((len(rows), width), -100, dtype=torch.long)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    for i, (r, lab) in enumerate(zip(rows, labels)):
-        input_ids[i, : len(r)], label_t[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), torch.tensor(lab), 1
+    input_ids, mask = pad_right(rows)
+    label_t = pad_right(labels, -100)[0]
     # one copy of the image per option (for Qwen that repeats its patches and its grid row alike)
     image_inputs = {k: torch.cat([v] * len(rows)) for k, v in image_inputs.items()}
     device = next(model.parameters()).device
@@ -107,11 +103,7 @@ def _single_token_predictions(model, adapter, tokenizer, group: list[tuple], bat
     out = {}
     for start in range(0, len(group), batch_size):
         chunk = group[start: start + batch_size]
-        width = max(len(p) for _, p, _, _ in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (_, p, _, _) in enumerate(chunk):
-            ids[r, : len(p)], mask[r, : len(p)] = torch.tensor(p), 1
+        ids, mask = pad_right([p for _, p, _, _ in chunk], pad)
         images = {}
         if chunk[0][3] is not None:
             for _, _, _, im in chunk:  # one preprocessing per distinct image object
