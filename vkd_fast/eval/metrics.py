@@ -96,20 +96,15 @@ def _option_ids(adapter, tokenizer, question: str, options: list[str], n_image_t
 def _single_token_predictions(model, adapter, tokenizer, group: list[tuple], batch_size: int) -> dict[int, int]:
     """Items whose options are all one token after the prompt: one forward per batch of prompts, the
     option scores are the next-token log-probabilities (identical to the length-normalised
-    log-likelihood of a one-token answer). ``group``: (item index, prompt ids, option ids, image)."""
+    log-likelihood of a one-token answer). ``group``: (item index, prompt ids, option ids, the image's
+    processed inputs or None)."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    pixels: dict[int, dict] = {}
     out = {}
     for start in range(0, len(group), batch_size):
         chunk = group[start: start + batch_size]
         ids, mask = pad_right([p for _, p, _, _ in chunk], pad)
-        images = {}
-        if chunk[0][3] is not None:
-            for _, _, _, im in chunk:  # one preprocessing per distinct image object
-                if id(im) not in pixels:
-                    pixels[id(im)] = adapter.preprocess([im])
-            images = adapter.collate([pixels[id(im)] for _, _, _, im in chunk])
+        images = adapter.collate([g[3] for g in chunk]) if chunk[0][3] is not None else {}
         inputs = adapter.model_inputs(ids.to(device), mask.to(device), **{k: v.to(device) for k, v in images.items()})
         logits = model(**inputs).logits
         last = logits[torch.arange(len(chunk), device=device), mask.sum(1).to(device) - 1].float()
@@ -131,6 +126,7 @@ def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> d
         raise ValueError("multiple_choice needs at least one item")
     check_positive_int("batch_size", batch_size)
     parsed, fast = [], {True: [], False: []}
+    processed: dict[int, dict] = {}  # one preprocessing per distinct image object (items share images)
     for i, it in enumerate(items):
         options = it["options"]
         keys = list(options) if isinstance(options, dict) else list(range(len(options)))
@@ -139,11 +135,15 @@ def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> d
         if answer not in keys and answer not in texts:
             raise ValueError(f"item {i}: answer {answer!r} is neither an option key nor an option text")
         parsed.append((keys, texts, answer))
-        image = it.get("image")
-        n = adapter.num_image_tokens(**adapter.preprocess([image]))[0] if image is not None else None
+        image, image_inputs, n = it.get("image"), None, None
+        if image is not None:
+            if id(image) not in processed:
+                processed[id(image)] = adapter.preprocess([image])
+            image_inputs = processed[id(image)]
+            n = adapter.num_image_tokens(**image_inputs)[0]
         prompt, full = _option_ids(adapter, tokenizer, it["question"], texts, n)
         if all(len(f) == len(prompt) + 1 and f[: len(prompt)] == prompt for f in full):
-            fast[image is not None].append((i, prompt, [f[-1] for f in full], image))
+            fast[image is not None].append((i, prompt, [f[-1] for f in full], image_inputs))
     best = {}
     for group in fast.values():
         best.update(_single_token_predictions(model, adapter, tokenizer, group, batch_size))
