@@ -355,9 +355,9 @@ def run_unlearn(args) -> int:
         "trainable": {k: v for k, v in result.trainable.items() if k != "names"},
         "teacher_cache": result.teacher_cache, "saved": args.save,
     }
-    tmp = out / ".result.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(out / "result.json")
+    from .engine.checkpoint import atomic_write
+
+    atomic_write(out / "result.json", json.dumps(summary, indent=1))
     last = summary["last"] or {}
     print(f"unlearned in {summary['wall_seconds']:.1f} s: loss {last.get('loss', float('nan')):.4g} "
           f"(retain {last.get('loss_retain', float('nan')):.4g}, forget {last.get('loss_forget', float('nan')):.4g}); "

@@ -22,10 +22,21 @@ TEACHER_FILE = "teacher.vkdc"
 FORMAT = 1
 
 
+def atomic_write(path, data: bytes | str) -> None:
+    """Write a file under a temporary name in the same folder, then rename it into place: readers see
+    the old file or the new one, never a part (the folder is created if missing)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def prepare_run_dir(output_dir, trajectory: dict, resume: bool) -> Path:

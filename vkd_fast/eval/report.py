@@ -3,10 +3,11 @@ table, and a PNG chart (matplotlib). All files are written to a temporary name, 
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import os
-from pathlib import Path
+
+from ..engine.checkpoint import atomic_write
 
 #: table columns: (row key, header, format)
 COLUMNS = (
@@ -63,16 +64,6 @@ def text_table(rows: list[dict]) -> str:
                      for line in [header] + body)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _clean(obj):
     """JSON-safe: NaN / inf -> None (strict JSON has no NaN)."""
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -85,12 +76,12 @@ def _clean(obj):
 
 
 def write_json(path, report: dict) -> None:
-    _atomic_write(Path(path), json.dumps(_clean(report), indent=1, allow_nan=False).encode())
+    atomic_write(path, json.dumps(_clean(report), indent=1, allow_nan=False))
 
 
 def write_markdown(path, rows: list[dict], title: str = "", notes: str = "") -> None:
     text = (f"## {title}\n\n" if title else "") + markdown_table(rows) + "\n" + (f"\n{notes}\n" if notes else "")
-    _atomic_write(Path(path), text.encode())
+    atomic_write(path, text)
 
 
 def plot(path, rows: list[dict], chance: float | None = None, title: str = "") -> None:
@@ -121,10 +112,9 @@ def plot(path, rows: list[dict], chance: float | None = None, title: str = "") -
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}.png")
+    png = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        fig.savefig(png, format="png", dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, png.getvalue())
