@@ -50,34 +50,24 @@ def time_fn(fn, *, device="cpu", warmup: int = 3, reps: int = 15, min_seconds: f
     return summarize(times)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_extra_rss(fn) -> int | None:
-    """Bytes by which one call of ``fn`` raises the process's resident-set high-water mark."""
+    """Bytes by which one call of ``fn`` raises the process's resident-set high-water mark (the
+    package's own ``vkd_fast.eval.measure``); None where /proc cannot reset the mark."""
+    from vkd_fast.eval.protocol import measure
+
     gc.collect()
-    try:
-        before = _status_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-    except OSError:
-        return None
-    fn()
-    return max(0, (_status_kib("VmHWM") - before) * 1024)
+    with measure() as m:
+        fn()
+    return m["peak_extra_bytes"] if m["memory_kind"] == "host_rss" else None
 
 
 def peak_extra_cuda(fn, device) -> int:
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - base
+    """Peak CUDA memory one call of ``fn`` allocates above what was allocated before it."""
+    from vkd_fast.eval.protocol import measure
+
+    with measure(device) as m:
+        fn()
+    return m["peak_extra_bytes"]
 
 
 def environment() -> dict:
