@@ -19,8 +19,6 @@ byte-identical images and the same questions.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -86,10 +84,6 @@ class ToyWorldConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def key(self) -> str:
-        """A short hash of the config (cache keys)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import torch
 from ..adapters import get_adapter
 from .metrics import answer_collapse_share, cloze, free_form, multiple_choice
 
-#: metric name -> what it measures (the README's metric table is generated from the same words)
+#: metric name -> what it measures
 EVAL_SETS = {
     "forget_vqa": "forget people, training images + question (goal: down to chance / the gold model)",
     "forget_vqa_unseen": "forget people, images no unlearning run saw (goal: down to chance / gold)",
