@@ -18,6 +18,7 @@ import torch
 
 from ..adapters import get_adapter
 from ..engine.qa import answer_logprobs, collate_qa, encode_qa
+from ..methods.output_level import ce
 from ..ops import check_positive_int
 from .metrics import multiple_choice, recovery
 
@@ -96,8 +97,7 @@ def relearn(model, tokenizer, attack_items: list[dict], mode: str, config: Relea
         rows = torch.randint(len(examples), (config.batch_size,), generator=gen).tolist()
         inputs, labels = collate_qa(adapter, [examples[r] for r in rows], pad)
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        logp, mask = answer_logprobs(attacked(**inputs).logits, labels.to(device))
-        loss = -(logp.sum() / mask.sum())
+        loss = ce(*answer_logprobs(attacked(**inputs).logits, labels.to(device)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
