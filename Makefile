@@ -16,7 +16,7 @@ COMPAT_VENV ?= .venv-compat
 COMPAT_TRANSFORMERS ?= transformers>=4.57,<4.58
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 
-.PHONY: install demo test lint bench bench-plot clean
+.PHONY: install demo test test-fast lint bench bench-plot clean
 
 install: $(STAMP)
 
@@ -44,7 +44,11 @@ demo: $(STAMP)
 test: $(STAMP) $(COMPAT_STAMP)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 	@echo "== adapter tests against $(COMPAT_TRANSFORMERS), the oldest supported line =="
-	PYTHONPATH=$(CURDIR) VKD_FAST_SKIP_CEXT=1 $(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider tests/test_adapters.py
+	PYTHONPATH=$(CURDIR) VKD_FAST_SKIP_CEXT=1 $(COMPAT_VENV)/bin/pytest -q -p no:cacheprovider tests/adapters
+
+# The day-to-day subset (every test not marked slow: no subprocesses, no toy-model build; ~50 s here).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not slow" $(PYTEST_ARGS)
 
 
 $(COMPAT_STAMP): pyproject.toml

@@ -52,8 +52,8 @@ def time_fn(fn, *, device="cpu", warmup: int = 3, reps: int = 15, min_seconds: f
 
 def peak_extra_rss(fn) -> int | None:
     """Bytes by which one call of ``fn`` raises the process's resident-set high-water mark (the
-    package's own ``vkd_fast.eval.measure``); None where /proc cannot reset the mark."""
-    from vkd_fast.eval.protocol import measure
+    package's own ``vkd_fast.utils.measure``); None where /proc cannot reset the mark."""
+    from vkd_fast.utils import measure
 
     gc.collect()
     with measure() as m:
@@ -63,7 +63,7 @@ def peak_extra_rss(fn) -> int | None:
 
 def peak_extra_cuda(fn, device) -> int:
     """Peak CUDA memory one call of ``fn`` allocates above what was allocated before it."""
-    from vkd_fast.eval.protocol import measure
+    from vkd_fast.utils import measure
 
     with measure(device) as m:
         fn()

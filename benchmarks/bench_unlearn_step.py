@@ -170,19 +170,20 @@ def child(name: str, size: str, steps: int, warmup: int, batch: int, image_size:
     if name == "naive_vkd":
         times = naive_vkd_steps(model, forget, retain, total, batch)
     else:
-        kw, cfg = {}, {"steps": total, "batch_size": batch, "lr": 1e-4, "log_every": total}
+        kw, cfg, options = {}, {"steps": total, "batch_size": batch, "lr": 1e-4, "log_every": total}, {}
         method = "vkd"
         if name == "vkd":
-            cfg["tap"] = "projector"
+            options["tap"] = "projector"
         if name.startswith("vkd_llm"):
-            cfg["tap"] = f"llm:{name[len('vkd_llm'):]}"
+            options["tap"] = f"llm:{name[len('vkd_llm'):]}"
             kw["tokenizer"] = tokenizer()
         elif name != "vkd":
             method = name.split("_lora")[0]
             kw["tokenizer"] = tokenizer()
             if name.endswith("_lora"):
-                cfg["lora"] = {"r": 8, "lora_alpha": 16}
-        result = vf.unlearn(model, forget, retain, method=method, config=vf.UnlearnConfig(**cfg), **kw)
+                options["lora"] = {"r": 8, "lora_alpha": 16}
+        result = vf.unlearn(model, forget, retain, method=method, config=vf.UnlearnConfig(**cfg), options=options,
+                            **kw)
         times = [r["step_seconds"] for r in result.history]
     timed = sorted(t * 1e3 for t in times[warmup:])
     peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()

@@ -21,6 +21,7 @@ def _python(code: str, **env) -> subprocess.CompletedProcess:
                           timeout=600, check=False)
 
 
+@pytest.mark.slow
 def test_import_is_lean():
     code = (
         "import sys, torch, vkd_fast\n"
@@ -32,6 +33,7 @@ def test_import_is_lean():
     assert out.stdout.strip() == "[] False"
 
 
+@pytest.mark.slow
 def test_import_works_without_triton_transformers_or_extension():
     # make every one of them unimportable and check the package still computes the loss
     code = (
@@ -72,6 +74,7 @@ def test_version_has_one_source():
     assert vf.__version__ == version("vkd-fast")
 
 
+@pytest.mark.slow
 def test_doctor_reports_environment():
     out = subprocess.run([sys.executable, "-m", "vkd_fast.cli", "doctor", "--json"], capture_output=True,
                          text=True, timeout=600, check=True)
@@ -86,6 +89,7 @@ def test_doctor_reports_environment():
     assert report["cache_backends"] == {"cext": "ok", "torch": "ok", "pinned_memory": "off (no CUDA device)"}
 
 
+@pytest.mark.slow
 def test_doctor_human_output_and_disabled_extension():
     exe = Path(sys.executable).with_name("vkd-fast")
     env = dict(os.environ, VKD_FAST_SKIP_CEXT="1", TRITON_INTERPRET="0")

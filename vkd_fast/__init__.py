@@ -4,13 +4,13 @@ The import is lean: it loads torch but not triton, not transformers and not the 
 (loaded at first use), and it never initialises CUDA.
 """
 
-from . import adapters
+from . import adapters, methods
 from ._version import __version__
 from .cache import ActivationCache
 from .engine import UnlearnConfig, UnlearnResult, unlearn
 from .functional import feature_distill_loss
-from .methods import available_methods
+from .methods import available_methods, register_method
 from .nn import FeatureDistillLoss
 
 __all__ = ["ActivationCache", "FeatureDistillLoss", "UnlearnConfig", "UnlearnResult", "__version__", "adapters",
-           "available_methods", "feature_distill_loss", "unlearn"]
+           "available_methods", "feature_distill_loss", "methods", "register_method", "unlearn"]

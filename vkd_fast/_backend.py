@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from .ops import check_choice
+from .utils.validate import check_choice
 
 log = logging.getLogger("vkd_fast")
 

@@ -7,8 +7,9 @@ import os
 import torch
 
 from . import _backend
-from .ops import METRIC_CODE, METRICS, REDUCTION_CODE, REDUCTIONS, check_choice
+from .ops import METRIC_CODE, METRICS, REDUCTION_CODE, REDUCTIONS
 from .ops.reference import feature_distill_reference
+from .utils.validate import check_choice
 
 _INDEX_DTYPES = (torch.int64, torch.int32)
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -64,6 +65,7 @@ def feature_distill_loss(
     metric: str = "mse",
     reduction: str = "mean",
     backend: str = "auto",
+    check_indices: bool | None = None,
 ) -> torch.Tensor:
     """Feature-distillation loss between student rows and target rows, with a fused gradient.
 
@@ -82,6 +84,9 @@ def feature_distill_loss(
             1e-8) or ``"smooth_l1"`` (Huber with beta 1, mean over D).
         reduction: ``"mean"`` (sum of weighted row losses / N), ``"sum"`` or ``"none"`` (``[N]``).
         backend: ``"auto"``, ``"triton"``, ``"cpu"`` or ``"reference"`` (see the README).
+        check_indices: check that index values are in range. ``None`` (default): always on CPU, on
+            CUDA unless ``VKD_FAST_CHECK_INDICES=0``; ``False``: skip (indices built by trusted code,
+            e.g. the VKD step, which must not synchronise the device).
 
     Returns:
         The loss in float32 (float64 for float64 inputs): a scalar, or ``[N]`` for ``"none"``.
@@ -129,7 +134,8 @@ def feature_distill_loss(
         _check_vector("weight", weight, n, device, _FLOAT_DTYPES, "a floating-point tensor")
         if weight.requires_grad:
             raise ValueError("weight requires grad, but per-row weights are constants; pass weight.detach()")
-    if ranges and _index_checks_enabled(device):
+    if ranges and (check_indices if check_indices is not None else _index_checks_enabled(device)) \
+            and not torch.compiler.is_compiling():
         _check_index_ranges(ranges)
 
     chosen = _backend.resolve(backend, device, student.dtype)

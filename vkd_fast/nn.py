@@ -7,7 +7,8 @@ from torch import nn
 
 from ._backend import BACKENDS
 from .functional import feature_distill_loss
-from .ops import METRICS, REDUCTIONS, check_choice
+from .ops import METRICS, REDUCTIONS
+from .utils.validate import check_choice
 
 
 class FeatureDistillLoss(nn.Module):

@@ -4,12 +4,15 @@
 custom architecture. transformers is not imported here: adapters only use the model's modules.
 """
 
-from .base import Tap, VisualAdapter, count_calls, run_until
+from .base import VisualAdapter
+from .hooks import count_calls, run_until
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .qwen2_5_vl import Qwen2_5_VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
 from .registry import get_adapter, register_adapter, supported_model_types
+from .taps import Tap, TapSpec, parse_tap, resolve_tap
+from .trainable import check_trainable
 
 register_adapter("llava", LlavaAdapter)
 register_adapter("llava_next", LlavaNextAdapter)
@@ -17,6 +20,7 @@ register_adapter("qwen2_vl", Qwen2VLAdapter)
 register_adapter("qwen2_5_vl", Qwen2_5_VLAdapter)
 
 __all__ = [
-    "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "VisualAdapter",
+    "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "TapSpec", "VisualAdapter",
+    "check_trainable", "parse_tap", "resolve_tap",
     "count_calls", "get_adapter", "register_adapter", "run_until", "supported_model_types",
 ]

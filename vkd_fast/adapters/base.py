@@ -11,72 +11,20 @@ hooks on the model's own modules, never by patching code:
 * visual features are inserted into the LLM input the way the model does it (embeddings at the
   image-token positions replaced in order).
 
-Taps (METHOD.md section 2), all returned packed ``[sum of tokens, D]`` with per-image ``offsets``:
-
-* ``projector`` -- the visual tokens the projector feeds into the LLM;
-* ``vision:i`` -- output of ViT block i (0-based; negative counts from the last block) at the patch
-  tokens (the model's own token selection, e.g. without CLIP's CLS token);
-* ``llm:j`` -- output of the first j decoder layers (``hidden_states[j]`` of a full forward, before
-  any final norm) at the image-token positions, 1 <= j <= depth (negative: depth + 1 + j).
+Taps (the grammar is in taps.py) come back packed ``[sum of tokens, D]`` with per-image
+``offsets``; a ``vision:i`` tap at the model's own patch-token selection (e.g. without CLIP's CLS
+token), an ``llm:j`` tap as ``hidden_states[j]`` of a full forward (before any final norm) at the
+image-token positions. Hooks are in hooks.py, trainable sets in trainable.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import re
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-
-class _StopForward(Exception):
-    """Raised by a stop hook to end a forward pass early."""
-
-
-def run_until(fn, module: nn.Module):
-    """Call ``fn()`` and return ``module``'s output from the first time it runs; nothing after it
-    runs. Raises if ``fn`` finishes without calling ``module``."""
-    seen = []
-
-    def hook(_mod, _args, output):
-        seen.append(output[0] if isinstance(output, (tuple, list)) else output)
-        raise _StopForward
-
-    handle = module.register_forward_hook(hook)
-    try:
-        fn()
-    except _StopForward:
-        return seen[0]
-    finally:
-        handle.remove()
-    raise RuntimeError(f"the forward pass never reached {type(module).__name__}")
-
-
-@contextlib.contextmanager
-def count_calls(modules):
-    """Context manager yielding a list whose length is the number of forward calls of ``modules``
-    (used by tests to check truncated forwards)."""
-    calls: list[int] = []
-    handles = [m.register_forward_pre_hook(lambda _m, _a, i=i: calls.append(i)) for i, m in enumerate(modules)]
-    try:
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@dataclass(frozen=True)
-class Tap:
-    kind: str  # "projector" | "vision" | "llm"
-    index: int | None = None  # normalised: 0-based block for vision, number of layers for llm
-
-    def __str__(self) -> str:
-        return self.kind if self.index is None else f"{self.kind}:{self.index}"
-
-
-_TAP_RE = re.compile(r"^(projector|vision:(-?\d+|feature)|llm:(-?\d+))$")
-_TRAINABLE_RE = re.compile(r"^(projector|vision\+projector|projector\+vision_last:(\d+)|language_model|all)$")
+from .hooks import run_until
+from .taps import Tap, resolve_tap
+from .trainable import param_names, set_trainable, trainable_names
 
 
 class VisualAdapter:
@@ -131,27 +79,8 @@ class VisualAdapter:
 
     # ------------------------------------------------------------------ taps
     def parse_tap(self, tap: str) -> Tap:
-        if not isinstance(tap, str) or not _TAP_RE.match(tap.strip()):
-            raise ValueError(f"tap must be 'projector', 'vision:<block>', 'vision:feature' or 'llm:<layer>', "
-                             f"got {tap!r}")
-        tap = tap.strip()
-        if tap == "projector":
-            return Tap("projector")
-        if tap == "vision:feature":  # the block the projector reads (LLaVA: vision_feature_layer)
-            return Tap("vision", self.feature_block)
-        kind, raw = tap.split(":")
-        i = int(raw)
-        if kind == "vision":
-            n = len(self.vision_blocks)
-            if not -n <= i < n:
-                raise ValueError(f"tap {tap!r}: the vision tower has {n} blocks, so the block index must be in "
-                                 f"[{-n}, {n - 1}]")
-            return Tap("vision", i % n)
-        depth = len(self.llm_layers)
-        if not (1 <= i <= depth or -depth <= i <= -1):
-            raise ValueError(f"tap {tap!r}: the language model has {depth} layers, so j must be in [1, {depth}] "
-                             f"or [{-depth}, -1]")
-        return Tap("llm", i if i > 0 else depth + 1 + i)
+        """The tap resolved against this model's layout (:func:`vkd_fast.adapters.taps.resolve_tap`)."""
+        return resolve_tap(tap, len(self.vision_blocks), self.feature_block, len(self.llm_layers))
 
     def _run_vision(self, pixel_values, last_block: int, **image_kwargs) -> torch.Tensor:
         """Output of ViT block ``last_block``; blocks after it never run."""
@@ -299,72 +228,17 @@ class VisualAdapter:
             text = self.image_prompt_template.format(image=block, question=question)
         return text if answer is None else f"{text}{self.answer_separator}{answer}"
 
-    # ------------------------------------------------------------------ trainable sets
+    # ------------------------------------------------------------------ trainable sets (trainable.py)
     def _param_names(self, owners: list) -> set[str]:
         """Names of the model's parameters held by ``owners`` (modules, or parameters themselves)."""
-        ids = {id(p) for m in owners for p in (m.parameters() if isinstance(m, nn.Module) else [m])}
-        return {n for n, p in self.model.named_parameters() if id(p) in ids}
+        return param_names(self, owners)
 
     def trainable_names(self, spec: str, tap: str = "projector") -> list[str]:
         """Parameter names of the trainable set ``spec`` that can influence ``tap`` (sorted)."""
-        m = _TRAINABLE_RE.match(spec.strip()) if isinstance(spec, str) else None
-        if not m:
-            raise ValueError("trainable must be 'projector', 'projector+vision_last:<K>', 'vision+projector', "
-                             f"'language_model' or 'all', got {spec!r}")
-        if spec.strip() == "all":  # output-level baselines (e.g. mmunlearner) update V, P and W
-            return sorted(n for n, _ in self.model.named_parameters())
-        if spec.strip() == "language_model":  # W with its output head: what output-level baselines update
-            return sorted(self._param_names([self.language_model, self.model.get_output_embeddings()]))
-        t = self.parse_tap(tap)
-        # a vision:i tap reads block i directly (even past the model's feature layer) and never the projector
-        last = t.index if t.kind == "vision" else self.feature_block
-        use_projector = t.kind != "vision"
-        owners: list[nn.Module] = list(self.projector_modules) if use_projector else []
-        if spec.strip() == "vision+projector":
-            owners += self.vision_param_owners(last)
-        elif m.group(2) is not None:
-            k = int(m.group(2))
-            if k < 1:
-                raise ValueError(f"trainable {spec!r}: K must be >= 1")
-            first = max(0, self.feature_block - k + 1)
-            owners += [self.vision_blocks[b] for b in range(first, self.feature_block + 1) if b <= last]
-        names = sorted(self._param_names(owners))
-        if not names:
-            raise ValueError(f"trainable set {spec!r} has no parameter that influences tap {tap!r} "
-                             "(a vision:i tap never sees the projector)")
-        return names
+        return trainable_names(self, spec, tap)
 
     def set_trainable(self, spec: str = "vision+projector", tap: str = "projector", lora: dict | None = None) -> dict:
         """Freeze everything, then unfreeze the trainable set ``spec`` (restricted to what influences
-        ``tap``). With ``lora`` (peft ``LoraConfig`` keyword arguments, e.g. ``{"r": 8, "lora_alpha": 16}``)
-        LoRA adapters are injected into the Linear layers of that set and only they train.
-
-        Returns a summary: ``trainable`` / ``total`` parameter counts, ``share`` and ``names``.
-        """
-        names = self.trainable_names(spec, tap)
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        if lora is not None:
-            names = self._inject_lora(names, lora)
-        params = dict(self.model.named_parameters())
-        for n in names:
-            params[n].requires_grad_(True)
-        trainable = sum(params[n].numel() for n in names)
-        total = sum(p.numel() for p in self.model.parameters())
-        return {"trainable": trainable, "total": total, "share": trainable / total, "names": names,
-                "spec": spec, "tap": tap, "lora": lora is not None}
-
-    def _inject_lora(self, names: list[str], lora: dict) -> list[str]:
-        try:
-            from peft import LoraConfig, inject_adapter_in_model
-        except ImportError as exc:  # pragma: no cover - peft is in the dev/hf extras
-            raise RuntimeError("LoRA needs peft: pip install 'vkd-fast[hf]'") from exc
-        wanted = {n.rsplit(".", 1)[0] for n in names}
-        targets = sorted(
-            name for name, mod in self.model.named_modules() if isinstance(mod, nn.Linear) and name in wanted
-        )
-        if not targets:
-            raise ValueError("lora: the trainable set has no nn.Linear layer to adapt")
-        cfg = LoraConfig(target_modules=targets, **lora)
-        inject_adapter_in_model(cfg, self.model)
-        return sorted(n for n, _ in self.model.named_parameters() if "lora_" in n)
+        ``tap``); with ``lora`` (peft ``LoraConfig`` arguments) only LoRA adapters on its Linear layers
+        train. Returns ``trainable`` / ``total`` counts, ``share``, ``names``, ``spec``, ``tap``, ``lora``."""
+        return set_trainable(self, spec, tap, lora)

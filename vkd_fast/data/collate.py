@@ -5,7 +5,7 @@ only (-100 elsewhere)."""
 from __future__ import annotations
 
 from ..adapters import get_adapter
-from ..engine.qa import collate_qa, encode_qa
+from ..utils.text import collate_qa, encode_qa, pad_id
 
 
 class QACollator:
@@ -16,7 +16,7 @@ class QACollator:
     def __init__(self, model_or_adapter, tokenizer):
         self.adapter = model_or_adapter if hasattr(model_or_adapter, "prompt") else get_adapter(model_or_adapter)
         self.tokenizer = tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_id = pad_id(tokenizer)
 
     def __call__(self, items: list[dict]):
         items = list(items)

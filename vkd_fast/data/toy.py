@@ -25,7 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..ops import check_positive_int
+from ..utils.validate import check_positive_int
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "job": ("doctor", "teacher", "pilot", "farmer", "baker", "lawyer", "painter", "sailor"),

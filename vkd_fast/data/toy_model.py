@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from ..engine.qa import pad_right
-from ..ops import check_positive_int
+from ..utils.text import pad_right
+from ..utils.validate import check_positive_int
 from .toy import ToyWorld, ToyWorldConfig
 
 #: bump when the training recipe changes in a way that changes the models (invalidates caches)

@@ -1,7 +1,12 @@
-"""The unlearning engine: configuration, teacher cache build, the training loop."""
+"""The trainer: runs any registered unlearning method (vkd_fast.methods) -- batch plan, accumulation,
+distributed runs, AMP, optimiser and schedule, saliency-mask gating, checkpoints and exact resume,
+logging, early stopping."""
 
 from .checkpoint import load_delta, save_delta
 from .config import UnlearnConfig
-from .loop import UnlearnResult, unlearn
+from .plan import batch_plan, cosine_schedule, lr_factor
+from .result import UnlearnResult
+from .trainer import unlearn
 
-__all__ = ["UnlearnConfig", "UnlearnResult", "load_delta", "save_delta", "unlearn"]
+__all__ = ["UnlearnConfig", "UnlearnResult", "batch_plan", "cosine_schedule", "load_delta", "lr_factor", "save_delta",
+           "unlearn"]

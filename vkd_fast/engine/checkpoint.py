@@ -1,8 +1,9 @@
 """Run folders, checkpoints and exports (safetensors / JSON; the optimizer state through
 ``torch.save`` and ``torch.load(weights_only=True)``; never pickle).
 
-A run folder holds ``run.json`` (the options that determine the trajectory), ``teacher.vkdc`` (the
-teacher cache, so a resumed run needs no teacher pass) and ``checkpoint-<step>/`` folders with
+A run folder holds ``run.json`` (the options that determine the trajectory), what the method keeps of
+its set-up (VKD: ``teacher.vkdc``, the teacher cache, so a resumed run needs no teacher pass) and
+``checkpoint-<step>/`` folders with
 ``trainable.safetensors`` (only the trainable tensors), ``optimizer.pt``, ``state.json`` (step,
 LR schedule) and ``rng.safetensors``. Every file and folder is written under a temporary name and
 renamed, so an interruption never leaves a half-written checkpoint.
@@ -17,22 +18,10 @@ from pathlib import Path
 
 import torch
 
+from ..utils.files import atomic_write
+
 RUN_FILE = "run.json"
-TEACHER_FILE = "teacher.vkdc"
 FORMAT = 1
-
-
-def atomic_write(path, data: bytes | str) -> None:
-    """Write a file under a temporary name in the same folder, then rename it into place: readers see
-    the old file or the new one, never a part (the folder is created if missing)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, data: dict) -> None:

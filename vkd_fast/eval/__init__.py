@@ -1,8 +1,8 @@
 """Evaluation (METHOD.md section 4): metrics, the protocol runner (evaluation sets of the toy world and
-MLLMU-Bench, every accuracy, answer collapse, efficiency), the relearning attack, reports, and the
-toy-world demo."""
+MLLMU-Bench, every accuracy, answer collapse), the relearning attack and reports. (The toy-world
+demo, an application on top of this, is :mod:`vkd_fast.demo`; wall time and memory are measured
+with :func:`vkd_fast.utils.measure`.)"""
 
-from .demo import DEMO_CONFIGS, METHODS, DemoConfig, run_demo, summary
 from .metrics import (
     answer_collapse_share,
     cloze,
@@ -18,7 +18,6 @@ from .protocol import (
     EVAL_SETS,
     collapse_share,
     evaluate,
-    measure,
     mllmu_eval_sets,
     mllmu_free_form_sets,
     toy_eval_sets,
@@ -27,9 +26,9 @@ from .relearn import MODES, RelearnConfig, held_out_accuracy, relearn, relearnin
 from .report import markdown_table, plot, text_table, write_json, write_markdown
 
 __all__ = [
-    "DEMO_CONFIGS", "DemoConfig", "EVAL_SETS", "METHODS", "MODES", "RelearnConfig", "answer_collapse_share",
+    "EVAL_SETS", "MODES", "RelearnConfig", "answer_collapse_share",
     "cloze", "collapse_share", "evaluate", "exact_match", "free_form", "generate_answers", "held_out_accuracy",
-    "markdown_table", "measure", "mllmu_eval_sets", "mllmu_free_form_sets", "multiple_choice", "option_scores",
-    "plot", "recovery", "relearn", "relearning_attack", "rouge_l", "run_demo", "split_attack", "summary",
+    "markdown_table", "mllmu_eval_sets", "mllmu_free_form_sets", "multiple_choice", "option_scores",
+    "plot", "recovery", "relearn", "relearning_attack", "rouge_l", "split_attack",
     "text_table", "toy_eval_sets", "write_json", "write_markdown",
 ]

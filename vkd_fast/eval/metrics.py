@@ -16,8 +16,8 @@ from collections import Counter
 
 import torch
 
-from ..engine.qa import answer_logprobs, pad_right
-from ..ops import check_positive_int
+from ..utils.text import answer_logprobs, pad_id, pad_right
+from ..utils.validate import check_positive_int
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 
@@ -99,7 +99,7 @@ def _single_token_predictions(model, adapter, tokenizer, group: list[tuple], bat
     log-likelihood of a one-token answer). ``group``: (item index, prompt ids, option ids, the image's
     processed inputs or None)."""
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     out = {}
     for start in range(0, len(group), batch_size):
         chunk = group[start: start + batch_size]

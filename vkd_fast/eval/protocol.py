@@ -1,5 +1,5 @@
 """The evaluation protocol of METHOD.md section 4: the evaluation sets of a benchmark, every accuracy
-metric on them, the answer-collapse share on forget images, and efficiency measurements.
+metric on them and the answer-collapse share on forget images.
 
 Evaluation sets are multiple-choice item lists keyed by metric name (``EVAL_SETS``); a benchmark
 provides whichever it has (the toy world has no real-world set, MLLMU-Bench has all six).
@@ -7,13 +7,7 @@ provides whichever it has (the toy world has no real-world set, MLLMU-Bench has 
 
 from __future__ import annotations
 
-import os
-import resource
-import time
 from collections import defaultdict
-from contextlib import contextmanager
-
-import torch
 
 from ..adapters import get_adapter
 from .metrics import answer_collapse_share, cloze, free_form, multiple_choice
@@ -121,53 +115,3 @@ def evaluate(model, tokenizer, sets: dict[str, list[dict]], *, adapter=None, bat
         return out
     finally:
         model.train(was_training)
-
-
-# ---------------------------------------------------------------------- efficiency
-def _rss_hwm() -> int | None:
-    """The process's peak resident set since the last reset (Linux /proc), in bytes."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def _reset_rss_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def measure(device=None):
-    """``with measure() as m: ...`` -> ``m["seconds"]``, ``m["peak_extra_bytes"]`` (peak host memory above
-    the starting point on CPU, via /proc's high-water mark; peak CUDA memory above the start on a
-    CUDA device), ``m["memory_kind"]``."""
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    info: dict = {}
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        exact = _reset_rss_hwm()
-        base = _rss_hwm() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    start = time.perf_counter()
-    try:
-        yield info
-    finally:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            peak, kind = torch.cuda.max_memory_allocated(device), "cuda_allocated"
-        else:
-            peak = _rss_hwm() if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            kind = "host_rss" if exact else "host_maxrss_process"
-        info.update(seconds=time.perf_counter() - start, peak_extra_bytes=max(0, (peak or 0) - (base or 0)),
-                    memory_kind=kind, pid=os.getpid())

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters import get_adapter
-from ..engine.qa import answer_logprobs, collate_qa, encode_qa
-from ..methods.output_level import ce
-from ..ops import check_positive_int
+from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
+from ..utils.validate import check_positive_int
 from .metrics import multiple_choice, recovery
 
 MODES = {"llm": "language_model", "visual": "vision+projector"}
@@ -87,7 +86,7 @@ def relearn(model, tokenizer, attack_items: list[dict], mode: str, config: Relea
               "answer": it["options"][it["answer"]] if isinstance(it["options"], dict) else it["answer"]}
              for it in attack_items]
     examples = encode_qa(adapter, tokenizer, train, "attack_items")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     params = [p for p in attacked.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
@@ -97,7 +96,7 @@ def relearn(model, tokenizer, attack_items: list[dict], mode: str, config: Relea
         rows = torch.randint(len(examples), (config.batch_size,), generator=gen).tolist()
         inputs, labels = collate_qa(adapter, [examples[r] for r in rows], pad)
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        loss = ce(*answer_logprobs(attacked(**inputs).logits, labels.to(device)))
+        loss = answer_ce(*answer_logprobs(attacked(**inputs).logits, labels.to(device)))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

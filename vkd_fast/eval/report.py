@@ -7,7 +7,7 @@ import io
 import json
 import math
 
-from ..engine.checkpoint import atomic_write
+from ..utils.files import atomic_write
 
 #: table columns: (row key, header, format)
 COLUMNS = (

@@ -1,17 +1,40 @@
-"""Unlearning objectives: ``vkd`` (vkd.py) and the output-level baselines (output_level.py), plus the
-reusable saliency mask (saliency.py)."""
+"""Unlearning methods as plug-ins: one file per method, each a whole method (options, trainable set,
+set-up, step, clean-up), and a registry (base.py). The trainer (:func:`vkd_fast.unlearn`) runs any
+registered method by name.
 
-from .output_level import ga_loss, grad_diff_loss, kl_min_loss, npo_loss, retain_ce_term, retain_kl_term
-from .saliency import apply_mask, fisher, saliency_mask
-from .vkd import vkd_loss
+* ``vkd`` (``vkd/``): visual knowledge distillation -- the product's method;
+* ``ga``, ``grad_diff``, ``kl_min``, ``npo``, ``mmunlearner``: output-level baselines over one
+  question-answer base (qa.py), with the reusable saliency mask (saliency.py).
 
-OUTPUT_LEVEL = ("ga", "grad_diff", "kl_min", "npo", "mmunlearner")
-METHODS = ("vkd", *OUTPUT_LEVEL)
+Add a method: subclass :class:`UnlearningMethod` (see the README's "Adding a method") and call
+``register_method("name", MyMethod)``.
+"""
 
+from .base import (
+    Batch,
+    NoOptions,
+    SetupContext,
+    UnlearningMethod,
+    available_methods,
+    create_method,
+    get_method,
+    register_method,
+)
+from .ga import GA
+from .grad_diff import GradDiff
+from .kl_min import KLMin
+from .mmunlearner import MMUnlearner, MMUnlearnerOptions
+from .npo import NPO, NPOOptions
+from .qa import QAMethod, QAOptions
+from .saliency import MaskOptions
+from .vkd import VKD, VKDOptions
 
-def available_methods() -> list[str]:
-    return sorted(METHODS)
+for _name, _cls in (("vkd", VKD), ("ga", GA), ("grad_diff", GradDiff), ("kl_min", KLMin), ("npo", NPO),
+                    ("mmunlearner", MMUnlearner)):
+    register_method(_name, _cls)
 
-
-__all__ = ["OUTPUT_LEVEL", "apply_mask", "available_methods", "fisher", "ga_loss", "grad_diff_loss",
-           "kl_min_loss", "npo_loss", "retain_ce_term", "retain_kl_term", "saliency_mask", "vkd_loss"]
+__all__ = [
+    "GA", "NPO", "VKD", "Batch", "GradDiff", "KLMin", "MMUnlearner", "MMUnlearnerOptions", "MaskOptions",
+    "NPOOptions", "NoOptions", "QAMethod", "QAOptions", "SetupContext", "UnlearningMethod", "VKDOptions",
+    "available_methods", "create_method", "get_method", "register_method",
+]

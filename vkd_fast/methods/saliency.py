@@ -1,10 +1,29 @@
-"""Saliency mask (METHOD.md section 2, used by mmunlearner and available to any method): per weight,
-the ratio of forget-set to retain-set squared-gradient (Fisher) estimates; only weights with ratio >=
-``threshold`` (or, with ``ratio``, the top fraction) are updated. Applied as gradient hooks."""
+"""Saliency mask (METHOD.md section 2; mmunlearner's, and available to VKD): per weight, the ratio of
+forget-set to retain-set squared-gradient (Fisher) estimates; only weights with ratio >=
+``threshold`` (or, with ``ratio``, the top fraction) are updated. The trainer applies a mask as
+gradient hooks (:func:`apply_mask`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from ..utils.options import option
+from ..utils.text import answer_ce
+from ..utils.validate import check_positive_int
+
+
+@dataclass(frozen=True)
+class MaskOptions:
+    mask_threshold: float = option(1.0, "saliency mask: update weights whose forget/retain Fisher ratio is >= this")
+    mask_ratio: float | None = option(None, "saliency mask: instead update the top fraction of weights by that ratio")
+    mask_batches: int = option(4, "saliency mask: batches per side for the Fisher estimates")
+
+    def __post_init__(self) -> None:
+        check_positive_int("mask_batches", self.mask_batches)
+        if self.mask_ratio is not None and not 0 < self.mask_ratio <= 1:
+            raise ValueError(f"mask_ratio must be in (0, 1] or None, got {self.mask_ratio!r}")
 
 
 def fisher(named, loss_fns) -> dict[str, torch.Tensor]:
@@ -31,6 +50,15 @@ def saliency_mask(forget_fisher, retain_fisher, threshold: float = 1.0, ratio: f
         cut = torch.topk(flat, k).values.min()
         return {n: s >= cut for n, s in scores.items()}
     return {n: s >= threshold for n, s in scores.items()}
+
+
+def qa_saliency_masks(qa, student, named, plan, options: MaskOptions) -> dict[str, torch.Tensor]:
+    """Masks from answer likelihoods: Fisher estimates of CE(forget answers) and CE(retain answers)
+    over the first ``mask_batches`` planned batches (``qa``: a :class:`vkd_fast.methods.qa.QAData`)."""
+    k = min(options.mask_batches, len(plan))
+    f_fns = [lambda fi=plan[s][0]: answer_ce(*qa.logp([qa.forget[i] for i in fi], student)) for s in range(k)]
+    r_fns = [lambda ri=plan[s][1]: answer_ce(*qa.logp([qa.retain[i] for i in ri], student)) for s in range(k)]
+    return saliency_mask(fisher(named, f_fns), fisher(named, r_fns), options.mask_threshold, options.mask_ratio)
 
 
 def apply_mask(named, masks) -> list:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import COSINE_EPS, METRICS, REDUCTIONS, check_choice
+from ..utils.validate import check_choice
+from . import COSINE_EPS, METRICS, REDUCTIONS
 
 
 def row_losses(s: torch.Tensor, t: torch.Tensor, metric: str, eps: float = COSINE_EPS) -> torch.Tensor:

@@ -1,0 +1,120 @@
+"""`vkd-fast unlearn` end to end on a tiny model saved to a local directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import _tiny_models as T
+import pytest
+import torch
+from PIL import Image
+
+EXE = str(Path(sys.executable).with_name("vkd-fast"))
+
+
+def _image_dir(path: Path, n: int, base, seed: int) -> Path:
+    path.mkdir()
+    g = torch.Generator().manual_seed(seed)
+    for i in range(n):
+        pixels = (torch.rand(32, 48, 3, generator=g) * 60 + torch.tensor(base)).clamp(0, 255).to(torch.uint8)
+        Image.fromarray(pixels.numpy()).save(path / f"{i:03d}.png")
+    return path
+
+
+def _run(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_unlearn_cli_end_to_end(tmp_path):
+    model = T.tiny_llava()
+    model.save_pretrained(tmp_path / "model")
+    forget = _image_dir(tmp_path / "forget", 3, [200.0, 0.0, 0.0], 0)
+    retain = _image_dir(tmp_path / "retain", 6, [0.0, 0.0, 200.0], 1)
+    # trainer options at the top, the method's under its name (another method's section is ignored);
+    # 3e-3 is text to YAML 1.1 and a float to the option
+    (tmp_path / "cfg.yaml").write_text("steps: 20\nbatch_size: 2\nlr: 3e-3\nvkd:\n  trainable: projector+vision_last:1\n"
+                                       "  metric: cosine\nnpo:\n  beta: 0.1\n")
+    out = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+               str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", "save_every=3",
+               "vkd.metric=mse", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["steps_run"] == 6 and result["config"]["steps"] == 6  # the override wins over the YAML
+    assert result["config"]["lr"] == 3e-3 and isinstance(result["config"]["lr"], float)
+    assert result["options"]["trainable"] == "projector+vision_last:1" and result["options"]["metric"] == "mse"
+    assert result["last"]["loss_forget"] < result["first"]["loss_forget"]
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    from transformers import AutoModelForImageTextToText
+
+    unlearned = AutoModelForImageTextToText.from_pretrained(tmp_path / "run" / "model",
+                                                            attn_implementation=model.config._attn_implementation)
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with torch.no_grad():
+        assert torch.equal(unlearned(input_ids=ids).logits, model(input_ids=ids).logits)  # text knowledge intact
+    changed = [n for (n, p), q in zip(unlearned.named_parameters(), model.parameters()) if not torch.equal(p, q)]
+    assert changed and all("multi_modal_projector" in n or "layers.2." in n for n in changed)
+    assert "unlearned in" in out.stdout
+
+    again = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+                 str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", "vkd.metric=mse", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds this run; pass resume=True" in again.stderr
+    other = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+                 str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", cwd=tmp_path)
+    assert other.returncode == 2 and "holds a different run (options differ: vkd.metric)" in other.stderr
+
+
+@pytest.mark.slow
+def test_unlearn_cli_errors_and_help(tmp_path):
+    help_text = _run("unlearn", "--help", cwd=tmp_path).stdout
+    import dataclasses
+
+    import vkd_fast as vf
+
+    for f in dataclasses.fields(vf.UnlearnConfig):
+        assert f"  {f.name} " in help_text  # every option is documented
+    for name in vf.available_methods():  # and every method's, with its default
+        for f in dataclasses.fields(vf.methods.get_method(name).Options):
+            assert f"  {name}.{f.name} " in help_text, (name, f.name)
+    assert "  vkd.forget_target" in help_text and "[default: 'retain_mean']" in help_text
+    images = _image_dir(tmp_path / "imgs", 2, [0.0, 0.0, 0.0], 0)
+    bad = _run("unlearn", str(tmp_path), "--forget", str(images), "--retain", str(images), "--output-dir",
+               str(tmp_path / "run"), "stpes=3", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown option(s) stpes" in bad.stderr
+    for word, message in (("vkd.stpes=3", "unknown vkd option(s) stpes"),
+                          ("npo.beta=0.1", "option npo.beta: addresses method 'npo', but the method run is 'vkd'"),
+                          ("lr=fast", "option lr: expected float, got 'fast'"),
+                          ("vkd.metric=l3", "metric must be one of 'mse', 'cosine', 'smooth_l1', got 'l3'")):
+        bad = _run("unlearn", str(tmp_path), "--forget", str(images), "--retain", str(images), "--output-dir",
+                   str(tmp_path / "run"), word, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, (word, bad.stderr)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bad = _run("unlearn", str(tmp_path), "--forget", str(empty), "--retain", str(images), "--output-dir", str(tmp_path / "r2"),
+               cwd=tmp_path)
+    assert bad.returncode == 2 and "holds no image files" in bad.stderr
+
+
+@pytest.mark.slow
+def test_unlearn_cli_baseline_from_jsonl(tmp_path):
+    model = T.tiny_llava()
+    model.save_pretrained(tmp_path / "model")
+    T.tiny_tokenizer().save_pretrained(tmp_path / "model")
+    images = _image_dir(tmp_path / "imgs", 4, [100.0, 50.0, 0.0], 2)
+    for name, answer in (("forget", "baker"), ("retain", "pilot")):
+        rows = [json.dumps({"image": f"imgs/{p.name}", "question": "what is the job of this person ?",
+                            "answer": answer}) for p in sorted(images.iterdir())]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(rows) + "\n")
+    out = _run("unlearn", str(tmp_path / "model"), "--forget", str(tmp_path / "forget.jsonl"), "--retain",
+               str(tmp_path / "retain.jsonl"), "--output-dir", str(tmp_path / "run"), "--method", "grad_diff",
+               "--save", "delta", "steps=4", "batch_size=2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["method"] == "grad_diff" and result["steps_run"] == 4
+    assert result["last"]["ce_forget"] > result["first"]["ce_forget"]
+    assert (tmp_path / "run" / "delta.safetensors").exists()

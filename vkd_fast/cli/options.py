@@ -1,0 +1,123 @@
+"""Options of ``vkd-fast unlearn`` from a YAML file and ``key=value`` words, and plug-in methods.
+
+Addressing: a trainer option by its name (``steps=300``); a method's option under the method's name
+(``vkd.forget_target=nearest_retain``, or in YAML a mapping ``vkd: {forget_target: ...}``). A YAML
+file may hold sections for several methods (one file for a whole comparison): only the section of
+the method being run is used. A ``key=value`` word for another method is an error (surely a slip).
+Values are converted by the option's type (``lr=5e-4`` is a float; YAML 1.1 alone would read it as
+text).
+
+Plug-ins: ``--plugin MODULE_OR_FILE`` (repeatable) or ``VKD_FAST_PLUGINS`` (comma-separated) import
+a module (a dotted name or a ``.py`` path) before anything else; its ``register_method`` calls make
+its methods available to every subcommand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from pathlib import Path
+
+
+def load_plugins(argv: list[str]) -> None:
+    """Import the plug-ins named by ``--plugin`` words in ``argv`` and by ``VKD_FAST_PLUGINS``."""
+    specs = [s for s in os.environ.get("VKD_FAST_PLUGINS", "").split(",") if s.strip()]
+    for i, word in enumerate(argv):
+        if word == "--plugin" and i + 1 < len(argv):
+            specs.append(argv[i + 1])
+        elif word.startswith("--plugin="):
+            specs.append(word.split("=", 1)[1])
+    for spec in specs:
+        spec = spec.strip()
+        path = Path(spec)
+        try:
+            if spec.endswith(".py"):
+                if not path.is_file():
+                    raise ValueError(f"plug-in {spec}: no such file")
+                mod_spec = importlib.util.spec_from_file_location(f"vkd_fast_plugin_{path.stem}", path)
+                module = importlib.util.module_from_spec(mod_spec)
+                mod_spec.loader.exec_module(module)
+            else:
+                importlib.import_module(spec)
+        except ImportError as exc:
+            raise ValueError(f"plug-in {spec}: {exc}") from exc
+
+
+def _read_yaml(path) -> dict:
+    import yaml
+
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+    except OSError as exc:
+        raise ValueError(f"--config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--config {path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"--config {path}: expected a mapping of options, got {type(loaded).__name__}")
+    return loaded
+
+
+def _parse_value(key: str, raw: str):
+    import yaml
+
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ValueError(f"option {key}: cannot read the value {raw!r}") from None
+
+
+def config_from(config_path, overrides: list[str], method: str, output_dir) -> tuple:
+    """(UnlearnConfig, the method's options) from ``--config`` and ``key=value`` words (which win)."""
+    from ..engine import UnlearnConfig
+    from ..methods import available_methods, get_method
+    from ..utils.options import from_mapping
+
+    cls = get_method(method)
+    trainer: dict = {}
+    options: dict = {}
+    if config_path:
+        for key, value in _read_yaml(config_path).items():
+            if key in available_methods():
+                if key == method:
+                    if not isinstance(value, dict):
+                        raise ValueError(f"--config {config_path}: {key}: expected a mapping of {key} options")
+                    options.update(value)
+            else:
+                trainer[key] = value
+    for item in overrides:
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        name, dot, sub = key.partition(".")
+        if dot:
+            if name != method:
+                raise ValueError(f"option {key}: addresses method {name!r}, but the method run is {method!r}"
+                                 + ("" if name in available_methods() else
+                                    f" (methods: {', '.join(available_methods())})"))
+            options[sub] = _parse_value(key, raw)
+        else:
+            trainer[key] = _parse_value(key, raw)
+    trainer["output_dir"] = output_dir
+    config = from_mapping(UnlearnConfig, trainer, "option")
+    method_options = from_mapping(cls.Options, options, f"{method} option")
+    return config, method_options
+
+
+def options_help() -> str:
+    """The ``unlearn`` epilog: every trainer option, then every registered method's options."""
+    import textwrap
+
+    from ..engine import UnlearnConfig
+    from ..methods import available_methods, get_method
+    from ..utils.options import help_lines
+
+    lines = ["trainer options (YAML keys of --config, or key=value words):"] + help_lines(UnlearnConfig)
+    for name in available_methods():
+        cls = get_method(name)
+        doc = " ".join((cls.__doc__ or "").split())
+        lines += ["", f"{name} options (YAML: a mapping under '{name}:'; words: {name}.option=value)"
+                  + (f" -- {doc}" if doc else "") + ":"]
+        lines += help_lines(cls.Options, prefix=f"{name}.") or ["  (none)"]
+    return "\n".join(textwrap.fill(line, 118, subsequent_indent=" " * 28) if len(line) > 118 else line
+                     for line in lines)

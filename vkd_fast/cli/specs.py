@@ -1,0 +1,102 @@
+"""What the command line's arguments name: data specs (folders, ``.jsonl`` files, ``toy:`` /
+``mllmu:`` / ``clear:`` specs), models (a local directory or ``toy:vanilla`` / ``toy:gold``) and
+tokenizers."""
+
+from __future__ import annotations
+
+import json
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def _quiet_transformers() -> None:
+    """The CLI prints its own progress: no per-file load / save bars from transformers."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _toy_world(args):
+    from ..data import ToyWorld, ToyWorldConfig
+
+    return ToyWorld(ToyWorldConfig(seed=getattr(args, "world_seed", 0), n_identities=getattr(args, "identities", 24),
+                                   forget_fraction=getattr(args, "forget_fraction", 0.1)))
+
+
+def load_items(spec: str, args=None) -> list[dict]:
+    """A dataset spec -> items: ``toy:forget`` / ``toy:retain`` (the toy world's training images with a
+    question and answer), ``mllmu:PATH`` (MLLMU-Bench training rows with metadata), ``clear:PATH``
+    (CLEAR image rows, caption as the answer), a folder of images (sorted by name), or a ``.jsonl``
+    file of objects with an ``image`` path (relative to the file) and optional ``question`` / ``answer``."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    if spec in ("toy:forget", "toy:retain"):
+        world = _toy_world(args)
+        return world.unlearn_items(world.forget_ids if spec == "toy:forget" else world.retain_ids)
+    if spec.startswith("mllmu:"):
+        from ..data import load_mllmu_train
+
+        return load_mllmu_train(spec[len("mllmu:"):])
+    if spec.startswith("clear:"):
+        from ..data import load_clear_train
+
+        return load_clear_train(spec[len("clear:"):])
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"dataset {spec}: the folder holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+        return [{"image": Image.open(p).convert("RGB"), "path": str(p)} for p in files]
+    if path.suffix == ".jsonl" and path.is_file():
+        items = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if "image" not in row:
+                raise ValueError(f"dataset {spec}, line {n}: no 'image' field")
+            items.append({**row, "image": Image.open(path.parent / row["image"]).convert("RGB")})
+        return items
+    raise ValueError(f"dataset {spec!r} must be toy:forget, toy:retain, mllmu:PATH, clear:PATH, a folder of images "
+                     "or a .jsonl file of {\"image\": path, ...} rows")
+
+
+def load_model(spec: str, args=None):
+    """``toy:vanilla`` / ``toy:gold`` (the toy world's cached models, built on first use) or a local
+    model directory -> (model, tokenizer or None)."""
+    _quiet_transformers()
+    if spec in ("toy:vanilla", "toy:gold"):
+        from ..data import load_toy_models
+
+        models = load_toy_models(_toy_world(args), progress=True)
+        return (models.vanilla if spec == "toy:vanilla" else models.gold), models.tokenizer
+    from pathlib import Path
+
+    if not Path(spec).is_dir():
+        raise ValueError(f"model {spec!r} must be toy:vanilla, toy:gold or a local model directory")
+    from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+    model = AutoModelForImageTextToText.from_pretrained(spec, local_files_only=True).eval()
+    model.requires_grad_(False)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
+    except (OSError, ValueError):
+        tokenizer = None
+    return model, tokenizer
+
+
+def _tokenizer_for(args, tokenizer):
+    """--tokenizer DIR wins; else the model directory's; else the toy world's for toy data."""
+    if getattr(args, "tokenizer", None):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
+    if tokenizer is not None:
+        return tokenizer
+    if getattr(args, "data", None) == "toy" or str(getattr(args, "forget", "")).startswith("toy:"):
+        from ..data import load_toy_models
+
+        return load_toy_models(_toy_world(args), progress=True).tokenizer
+    raise ValueError("no tokenizer: the model directory has none; pass --tokenizer DIR")

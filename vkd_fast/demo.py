@@ -1,0 +1,225 @@
+"""The toy-world demo (``vkd-fast demo``, ``make demo``): build or load the vanilla and gold models,
+unlearn the forget people with VKD and every baseline, evaluate every metric of METHOD.md section 4,
+run the relearning attack in both modes, and write a table, JSON, Markdown and a PNG chart."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .adapters import get_adapter
+from .engine import UnlearnConfig, unlearn
+from .eval.metrics import multiple_choice
+from .eval.protocol import evaluate, toy_eval_sets
+from .eval.relearn import RelearnConfig, held_out_accuracy, relearning_attack
+from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
+from .utils.memory import measure
+from .utils.text import pad_right
+
+METHODS = ("vkd", "ga", "grad_diff", "kl_min", "npo", "mmunlearner")
+#: the demo's per-method settings: trainer options (UnlearnConfig) over their defaults, and the
+#: method's own under "options"; baselines stop early
+DEMO_CONFIGS = {
+    "vkd": {},
+    "ga": {"lr": 1e-4},
+    "grad_diff": {"lr": 1e-4},
+    "kl_min": {"lr": 1e-4},
+    "npo": {"lr": 1e-4},
+    "mmunlearner": {"lr": 1e-4, "options": {"mask_ratio": 0.3}},
+}
+
+
+@dataclass
+class DemoConfig:
+    """What ``vkd-fast demo`` runs."""
+
+    methods: tuple[str, ...] = METHODS
+    #: method -> settings over DEMO_CONFIGS: trainer options, and the method's under "options"
+    overrides: dict = field(default_factory=dict)
+    relearn: RelearnConfig = field(default_factory=RelearnConfig)
+    early_stop_every: int = 5  # baselines: steps between forget-accuracy checks
+    bar_margin: float = 0.10  # VKD's forget accuracy bar: max(chance, gold) + this
+    retain_tolerance: float = 0.05  # VKD's retain VQA bar: vanilla - this
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(self.methods)}")
+        unknown = sorted(set(self.overrides) - set(self.methods))
+        if unknown:
+            raise ValueError(f"overrides for method(s) not run: {unknown}")
+
+
+def _log(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"[vkd-fast demo] {msg}", file=sys.stderr)  # keeps an active progress bar intact
+
+
+def _text_logits(model, tokenizer, items) -> torch.Tensor:
+    adapter = get_adapter(model)
+    rows = [tokenizer(adapter.prompt(tokenizer, it["question"]), add_special_tokens=False).input_ids for it in items]
+    ids, mask = pad_right(rows)
+    with torch.no_grad():
+        return adapter.text_logits(ids, mask)
+
+
+def vkd_checks(rows: dict, chance: float, config: DemoConfig, text_identical: bool | None) -> list[dict]:
+    """The demo's bars for VKD (issue "what the demo must show"), each with its values and pass/fail."""
+    v, g, k = rows["vanilla"], rows["gold"], rows["vkd"]
+    checks = []
+    for key in ("forget_vqa", "forget_vqa_unseen"):
+        bound = max(chance, g[key]) + config.bar_margin
+        checks.append({"check": f"{key} <= max(chance, gold) + {config.bar_margin:.2f}", "value": k[key],
+                       "bound": bound, "ok": k[key] <= bound + 1e-12})
+    for key in ("forget_qa", "retain_qa"):
+        checks.append({"check": f"{key} == vanilla", "value": k[key], "bound": v[key], "ok": k[key] == v[key]})
+    bound = v["retain_vqa"] - config.retain_tolerance
+    checks.append({"check": f"retain_vqa >= vanilla - {config.retain_tolerance:.2f}", "value": k["retain_vqa"],
+                   "bound": bound, "ok": k["retain_vqa"] >= bound - 1e-12})
+    if text_identical is not None:
+        checks.append({"check": "text-only logits bit-identical to vanilla", "value": text_identical, "bound": True,
+                       "ok": bool(text_identical)})
+    return checks
+
+
+def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress: bool = True,
+             environment: dict | None = None) -> dict:
+    """Run the comparison on a loaded toy world (:func:`vkd_fast.data.load_toy_models`). Returns the
+    report dict; with ``output_dir`` also writes report.json, report.md and report.png there.
+    ``environment``: recorded in the JSON report (the CLI passes ``vkd-fast doctor``'s report)."""
+    config = config or DemoConfig()
+    world, tok = models.world, models.tokenizer
+    sets = toy_eval_sets(world)
+    chance = 1 / len(sets["forget_vqa"][0]["options"])
+    forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
+    forget_items, retain_items = world.unlearn_items(world.forget_ids), world.unlearn_items(world.retain_ids)
+    text_probe = sets["forget_qa"] + sets["retain_qa"]
+    t_start = time.perf_counter()
+    rows: dict[str, dict] = {}
+    details: dict[str, dict] = {}
+    before = held_out_accuracy(models.vanilla, tok, forget_all, config.relearn)
+    vanilla_text = _text_logits(models.vanilla, tok, text_probe)
+
+    for name, model in (("vanilla", models.vanilla), ("gold", models.gold)):
+        rows[name] = {"method": name, **_flat(evaluate(model, tok, sets))}
+    if progress:
+        _log(f"vanilla: forget VQA {rows['vanilla']['forget_vqa']:.3f}, gold: {rows['gold']['forget_vqa']:.3f}, "
+             f"chance {chance:.3f}")
+    stop_at = max(chance, rows["gold"]["forget_vqa"])
+    stages = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        stages = tqdm(total=len(config.methods) + 1, desc="[vkd-fast demo] unlearn + evaluate + attack",
+                      unit="method", file=sys.stderr, dynamic_ncols=True)
+    for method in config.methods:
+        if stages is not None:
+            stages.set_postfix(method=method)
+        model = models.fresh_vanilla()
+        settings = {**DEMO_CONFIGS[method], **config.overrides.get(method, {})}
+        options = {**DEMO_CONFIGS[method].get("options", {}), **settings.pop("options", {})}
+        ucfg = UnlearnConfig(**settings)
+        adapter = get_adapter(model)
+        eval_seconds = [0.0]
+
+        def forget_acc(m, _adapter=adapter, _spent=eval_seconds):
+            t = time.perf_counter()
+            acc = multiple_choice(m, _adapter, tok, sets["forget_vqa"], batch_size=96)["accuracy"]
+            _spent[0] += time.perf_counter() - t
+            return acc
+
+        early = method != "vkd"  # METHOD.md: baselines need early stopping (they overshoot below gold)
+        if progress:
+            stop = f", early stop at forget VQA <= {stop_at:.3f}" if early else ""
+            _log(f"unlearning with {method} ({ucfg.steps} steps max{stop})")
+        with measure() as m:
+            result = unlearn(model, forget_items, retain_items, method=method, config=ucfg, options=options,
+                             tokenizer=tok,
+                             eval_fn=forget_acc if early else None, eval_every=config.early_stop_every if early else 0,
+                             stop_at=stop_at if early else None)
+        model.eval()
+        model.requires_grad_(False)
+        trained = set(result.trainable["names"])
+        tensors = sum(p.numel() for n, p in model.named_parameters() if n in trained)
+        row = {"method": method, **_flat(evaluate(model, tok, sets)),
+               "seconds": m["seconds"] - eval_seconds[0],
+               # weights + gradients + two AdamW moments (fp32) of the trained tensors, and the teacher
+               # cache's data (KL: the retain log-probs): what the run adds, independent of the allocator
+               "state_mib": (16 * tensors + result.teacher_cache.get("bytes", 0)) / 2**20,
+               "trainable": result.trainable.get("masked_trainable", result.trainable["trainable"]),
+               "steps": len(result.history)}
+        text_identical = bool(torch.equal(_text_logits(model, tok, text_probe), vanilla_text))
+        attack = relearning_attack(model, tok, forget_all, config.relearn, acc_before=before)
+        for mode, res in attack["modes"].items():
+            row[f"recovery_{mode}"] = res["recovery"]
+        rows[method] = row
+        details[method] = {"config": result.config, "options": result.options,
+                           "trainable": {k: v for k, v in result.trainable.items() if k != "names"},
+                           "history_last": result.history[-1] if result.history else None,
+                           "text_logits_identical": text_identical, "relearn": attack,
+                           # in-process peak RSS is a lower bound on CPU: freed heap memory is reused
+                           "peak_extra_bytes": m["peak_extra_bytes"], "memory_kind": m["memory_kind"]}
+        if progress:
+            _log(f"{method}: " + ", ".join(f"{k} {row[k]:.3f}" for k in ("forget_vqa", "forget_vqa_unseen",
+                                                                         "forget_qa", "retain_vqa", "retain_qa"))
+                 + f", relearn recovery llm {row.get('recovery_llm', float('nan')):.2f} visual "
+                 f"{row.get('recovery_visual', float('nan')):.2f} ({row['seconds']:.1f} s, {row['steps']} steps)")
+        del model
+        if stages is not None:
+            stages.update(1)
+    if stages is not None:
+        stages.set_postfix(method="gold (attack)")
+    attack = relearning_attack(models.gold, tok, forget_all, config.relearn, acc_before=before)
+    for mode, res in attack["modes"].items():
+        rows["gold"][f"recovery_{mode}"] = res["recovery"]
+    if stages is not None:
+        stages.update(1)
+        stages.close()
+    details["gold"] = {"relearn": attack}
+
+    ordered = [rows["vanilla"], rows["gold"]] + [rows[m] for m in config.methods]
+    checks = vkd_checks(rows, chance, config, details["vkd"]["text_logits_identical"]) if "vkd" in rows else []
+    report = {
+        "title": "vkd_fast toy-world demo",
+        "world": world.describe(), "models": {"path": str(models.path), "build": models.build},
+        "chance": chance, "rows": ordered, "checks": checks, "details": details,
+        "relearn_config": config.relearn.to_dict(), "demo_config": {"methods": list(config.methods),
+                                                                    "overrides": config.overrides,
+                                                                    "method_configs": DEMO_CONFIGS},
+        "seconds_total": time.perf_counter() - t_start, "environment": environment or {},
+    }
+    if output_dir is not None:
+        out = Path(output_dir)
+        write_json(out / "report.json", report)
+        notes = "\n".join(f"- {'PASS' if c['ok'] else 'FAIL'}: VKD {c['check']} (value {_num(c['value'])}, "
+                          f"bound {_num(c['bound'])})" for c in checks)
+        write_markdown(out / "report.md", ordered, "Toy-world comparison (accuracies in %)", notes)
+        plot(out / "report.png", ordered, chance, "vkd_fast toy world: forget / retain accuracy and relearning")
+    return report
+
+
+def _num(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _flat(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "n"}
+
+
+def summary(report: dict) -> str:
+    """The terminal summary: the table, the VKD checks and where the files are."""
+    lines = [text_table(report["rows"]), "",
+             f"accuracies in %, chance {100 * report['chance']:.1f}%; relearning recovery: 0 = nothing regained, "
+             "1 = back to the vanilla model"]
+    for c in report["checks"]:
+        verdict = "PASS" if c["ok"] else "FAIL"
+        lines.append(f"  {verdict}  VKD {c['check']}: {_num(c['value'])} (bound {_num(c['bound'])})")
+    return "\n".join(lines)
+
+
+__all__ = ["DEMO_CONFIGS", "METHODS", "DemoConfig", "markdown_table", "run_demo", "summary"]

@@ -1,0 +1,228 @@
+"""The method protocol and registry.
+
+An unlearning method is one class that owns everything specific to it; the trainer
+(:func:`vkd_fast.unlearn`) runs any registered method and knows no method names:
+
+* ``Options``: a frozen dataclass of its options (fields made with
+  :func:`vkd_fast.utils.options.option`, each with a help text), validated at construction;
+* :meth:`check` -- input checks before any work (items, tokenizer, process count);
+* :meth:`trainable_set` -- what it updates: ``(spec, tap, lora)`` for ``adapter.set_trainable``;
+* :meth:`setup` -- one-time work (a teacher cache, anchors, reference log-probabilities);
+* :meth:`saliency_masks` -- optional per-weight gradient masks, computed after the trainable set;
+* :meth:`step` -- one micro-batch ``Batch(forget indices, retain indices) -> (loss, terms)``;
+* :meth:`tokens` -- how many tokens a batch trains on (throughput; known on the host, no sync);
+* :meth:`close` -- clean-up, returning statistics (e.g. the teacher cache's).
+
+Every forward whose parameters receive gradients goes through ``self.student`` (set in
+:meth:`setup`), so that a trainer can route it through ``DistributedDataParallel``.
+
+A method object can also be driven from any training loop: :meth:`prepare` does the checks, the
+set-up and the trainable set, :meth:`parameters` lists what to optimise, and :meth:`step` gives
+the loss of each planned batch (see the README's "Use from any training loop").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+
+from ..utils.options import from_mapping, to_dict
+
+
+class Batch(NamedTuple):
+    """One micro-batch: indices into the forget and the retain items (either may be empty)."""
+
+    forget: list[int]
+    retain: list[int]
+
+
+@dataclass
+class SetupContext:
+    """What a method's :meth:`UnlearningMethod.setup` may use."""
+
+    model: torch.nn.Module
+    adapter: Any
+    forget: list[dict]
+    retain: list[dict]
+    tokenizer: Any = None
+    seed: int = 0
+    run_dir: Path | None = None  # the run folder (rank 0 of a run with output_dir), for cached set-up work
+    progress: bool = False
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+class UnlearningMethod:
+    """Base class of an unlearning method; see the module docstring for the protocol."""
+
+    #: the registered name (set by :func:`register_method`)
+    name: ClassVar[str] = ""
+    #: the options dataclass
+    Options: ClassVar[type] = NoOptions
+    #: whether a micro-batch uses both sides; ``batch_mode="interleaved"`` alternates them only then
+    two_sided: ClassVar[bool] = True
+
+    def __init__(self, options=None):
+        self.options = make_options(type(self), options)
+        self.student = None
+        self.model = self.adapter = None
+
+    # ------------------------------------------------------------------ before any work
+    @property
+    def needs_tokenizer(self) -> bool:
+        """Whether the method scores text (and so needs ``tokenizer=``)."""
+        return False
+
+    @property
+    def needs_language_model(self) -> bool:
+        """Whether training runs the language model W (else only V and P move to the device)."""
+        return True
+
+    def check(self, forget: list[dict], retain: list[dict], tokenizer=None, world_size: int = 1) -> None:
+        """Raise ``ValueError`` / ``TypeError`` for input this method cannot use, before any work."""
+        if self.needs_tokenizer and tokenizer is None:
+            raise ValueError(f"method {self.name!r} trains on answer tokens and needs tokenizer=...")
+
+    def trainable_set(self) -> tuple[str, str, dict | None]:
+        """``(spec, tap, lora)`` for :meth:`vkd_fast.adapters.VisualAdapter.set_trainable`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, ctx: SetupContext) -> None:
+        """One-time work before the first step (called before the trainable set is applied)."""
+        self.model, self.adapter = ctx.model, ctx.adapter
+
+    def saliency_masks(self, named: list[tuple[str, torch.nn.Parameter]], plan: list[Batch]) -> dict | None:
+        """``{name: bool mask}`` of the weights that may change, or None (all of them)."""
+        return None
+
+    # ------------------------------------------------------------------ steps
+    def step(self, batch: Batch, *, upcoming: Batch | None = None,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+        """Loss of one micro-batch and its named terms (detached tensors). ``upcoming``: the batch
+        that comes next, if known (for prefetching); ``generator``: the run's CPU generator, for any
+        random draw the step makes."""
+        raise NotImplementedError
+
+    def tokens(self, batch: Batch) -> int:
+        """Tokens (visual tokens or answer tokens) the batch trains on."""
+        return 0
+
+    def close(self) -> dict:
+        """Release what the method holds; returns its statistics (e.g. a cache's)."""
+        return {}
+
+    # ------------------------------------------------------------------ use from any training loop
+    def prepare(self, model: torch.nn.Module, forget, retain, *, tokenizer=None, device=None, run_dir=None,
+                progress: bool = False, world_size: int = 1, seed: int = 0) -> dict:
+        """Check the input, move what trains to ``device``, do the one-time set-up and apply the
+        trainable set; returns :meth:`set_trainable`'s summary. The model changes in place. ``seed``
+        seeds the method's own set-up draws (e.g. VKD's ``misdirect`` anchor)."""
+        from ..adapters import get_adapter
+
+        forget, retain = check_items("forget", forget), check_items("retain", retain)
+        self.check(forget, retain, tokenizer, world_size)
+        adapter = get_adapter(model)
+        if device is not None:
+            if self.needs_language_model:
+                model.to(device)
+            else:
+                adapter.place_visual(device)  # W plays no part in training: it stays off the accelerator
+        self.setup(SetupContext(model, adapter, forget, retain, tokenizer, seed=seed, run_dir=Path(run_dir) if run_dir
+                                else None, progress=progress, world_size=world_size))
+        spec, tap, lora = self.trainable_set()
+        return adapter.set_trainable(spec, tap=tap, lora=lora)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters being trained (after :meth:`prepare`)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def options_dict(self) -> dict:
+        return to_dict(self.options)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.options!r})"
+
+
+def make_options(cls: type[UnlearningMethod], options):
+    """A method's options from None (the defaults), its Options instance or a mapping."""
+    if options is None:
+        return cls.Options()
+    if isinstance(options, cls.Options):
+        return options
+    if isinstance(options, dict):
+        return from_mapping(cls.Options, options, f"{cls.name or cls.__name__} option")
+    raise TypeError(f"options of method {cls.name or cls.__name__!r} must be a {cls.Options.__name__}, a mapping "
+                    f"or None, got {type(options).__name__}")
+
+
+def check_items(name: str, items) -> list:
+    """A non-empty list of dicts with an ``image``."""
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"{name} must be a sequence of items (dicts with an 'image'), "
+                        f"got {type(items).__name__}") from None
+    if not items:
+        raise ValueError(f"{name} is empty: unlearning needs at least one {name} image")
+    for i, it in enumerate(items):
+        if not isinstance(it, dict) or "image" not in it:
+            raise ValueError(f"{name}[{i}] must be a dict with an 'image' (a PIL image), got {type(it).__name__}"
+                             + (f" with keys {sorted(it)}" if isinstance(it, dict) else ""))
+    return items
+
+
+def check_qa(name: str, items: list[dict]) -> None:
+    """Every item carries a question and an answer (output-level terms train on answer tokens)."""
+    bare = [i for i, it in enumerate(items) if not it.get("question") or not it.get("answer")]
+    if bare:
+        raise ValueError(f"{name} items {bare[:5]} carry no question/answer: output-level methods train "
+                         "on answer tokens, so every item needs 'question' and 'answer'")
+
+
+# ---------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[UnlearningMethod]] = {}
+
+
+def register_method(name: str, cls: type[UnlearningMethod]) -> None:
+    """Make ``cls`` available as ``method=name`` to :func:`vkd_fast.unlearn` and the CLI. A name
+    already registered is replaced (so a user can swap in their own variant)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"method name must be an identifier (it addresses options as NAME.option), got {name!r}")
+    if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
+        raise TypeError(f"cls must be a subclass of vkd_fast.methods.UnlearningMethod, got {cls!r}")
+    if not dataclasses.is_dataclass(cls.Options):
+        raise TypeError(f"{cls.__name__}.Options must be a dataclass, got {cls.Options!r}")
+    cls.name = name
+    _REGISTRY[name] = cls
+
+
+def available_methods() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_method(name: str) -> type[UnlearningMethod]:
+    """The registered class of ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"method must be one of {', '.join(map(repr, available_methods()))}, got {name!r}")
+    return _REGISTRY[name]
+
+
+def create_method(method, options=None) -> UnlearningMethod:
+    """A method object from a registered name (+ options) or an object (then ``options`` must be None)."""
+    if isinstance(method, UnlearningMethod):
+        if options is not None:
+            raise ValueError("options= goes with a method name; this method object already has its options")
+        return method
+    if isinstance(method, type) and issubclass(method, UnlearningMethod):
+        return method(options)
+    return get_method(method)(options)

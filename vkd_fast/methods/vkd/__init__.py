@@ -1,0 +1,10 @@
+"""VKD, visual knowledge distillation (METHOD.md section 2): ``method.py`` (the method), ``options.py``
+(its options), ``targets.py`` (forget-target policies and their registry), ``teacher.py`` (the
+teacher cache and the live teacher), ``augment.py`` (forget-image augmentation)."""
+
+from .method import TEACHER_FILE, VKD
+from .options import VKDOptions
+from .targets import ForgetTarget, forget_targets, get_forget_target, register_forget_target
+
+__all__ = ["TEACHER_FILE", "VKD", "ForgetTarget", "VKDOptions", "forget_targets", "get_forget_target",
+           "register_forget_target"]

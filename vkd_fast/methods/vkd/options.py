@@ -1,0 +1,88 @@
+"""VKD's options (METHOD.md section 2), validated at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...adapters import check_trainable, parse_tap
+from ...ops import METRICS
+from ...utils.options import option
+from ...utils.validate import check_choice, check_positive_int
+from ..saliency import MaskOptions
+from .targets import get_forget_target
+
+
+@dataclass(frozen=True)
+class _VKDFields:
+    tap: str = option("vision:feature", "feature tap: 'vision:feature' (the vision block the projector reads), "
+                                        "'vision:<block>', 'projector' or 'llm:<layer>' (llm taps need a tokenizer "
+                                        "and run the frozen LLM's first layers)")
+    llm_tap_prompt: str = option("What is in the image?", "llm taps: the prompt of items without a question")
+    trainable: str = option("vision+projector",
+                            "trainable set: 'projector', 'projector+vision_last:<K>' or 'vision+projector'")
+    lora: dict | None = option(None, "LoRA on the trainable set: peft LoraConfig arguments, "
+                                     "e.g. {r: 8, lora_alpha: 16}")
+    forget_target: str = option("retain_mean", "forget target: 'retain_mean', 'nearest_retain' (the teacher "
+                                               "features of the retain image nearest in pixel space: who a model that "
+                                               "never saw the forget person would take them for; less answer "
+                                               "collapse), 'misdirect' or 'repel'")
+    misdirect_scale: float = option(1.0, "misdirect anchor length, in mean teacher token norms")
+    repel_margin: float = option(1.0, "repel: hinge margin of the distance to the own teacher features")
+    repel_noise: float = option(0.01, "repel: relative std of the noise that breaks the student=teacher symmetry")
+    forget_augment: float = option(0.0, "strength in [0, 1] of a random shift + pixel noise applied to forget "
+                                        "images every step (their target does not depend on the view), meant to "
+                                        "carry the forgetting over to unseen images; no clear gain measured on the "
+                                        "toy world. 0 = off")
+    metric: str = option("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
+    lambda_retain: float = option(1.0, "weight of the retain term")
+    lambda_forget: float = option(1.0, "weight of the forget term")
+    lambda_npo: float = option(0.0, "weight of an optional NPO term on forget answers (needs QA items, a tokenizer)")
+    lambda_ce: float = option(0.0, "weight of an optional CE term on retain answers (needs QA items, a tokenizer)")
+    npo_beta: float = option(0.4, "the NPO term's inverse temperature beta")
+    mask: bool = option(False, "saliency mask (the mask_* options): needs QA items and a tokenizer, since the Fisher "
+                               "estimates come from answer likelihoods. The mask gates gradients; a nonzero "
+                               "weight_decay still shrinks masked-out weights")
+    teacher: str = option("cache", "'cache' (teacher features computed once, served from host memory) or 'live' (a "
+                                   "frozen copy of the model computes them every step: the naive VKD, for tests and "
+                                   "benchmarks)")
+    teacher_batch_size: int = option(32, "images per batch when the teacher cache is built")
+    cache_dtype: str = option("float32", "teacher cache dtype: 'float32', 'bfloat16' or 'float16'")
+
+
+@dataclass(frozen=True)
+class VKDOptions(MaskOptions, _VKDFields):
+    """VKD's options (the saliency mask's come last, from :class:`~vkd_fast.methods.saliency.MaskOptions`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_tap(self.tap)
+        check_trainable(self.trainable)
+        if self.lora is not None and not isinstance(self.lora, dict):
+            raise ValueError(f"lora must be a mapping of peft LoraConfig arguments or None, got {self.lora!r}")
+        target = get_forget_target(self.forget_target)
+        check_choice("metric", self.metric, METRICS)
+        check_choice("teacher", self.teacher, ("cache", "live"))
+        check_choice("cache_dtype", self.cache_dtype, ("float32", "bfloat16", "float16"))
+        check_positive_int("teacher_batch_size", self.teacher_batch_size)
+        for name in ("misdirect_scale", "repel_margin", "npo_beta"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("lambda_retain", "lambda_forget", "lambda_npo", "lambda_ce", "repel_noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.forget_augment <= 1:
+            raise ValueError(f"forget_augment must be in [0, 1], got {self.forget_augment!r}")
+        if self.forget_augment > 0 and target.uses_own_features:
+            raise ValueError(f"forget_augment needs a target that is not the image's own (nearest_retain, retain_mean "
+                             f"or misdirect): with {self.forget_target!r} the forget target is the image's own "
+                             "teacher features, which augmentation would change")
+
+    @property
+    def llm_tap(self) -> bool:
+        """Whether the tap runs the language model (``llm:j``)."""
+        return parse_tap(self.tap).uses_llm
+
+    @property
+    def output_terms(self) -> bool:
+        """Whether VKD adds its optional output-level terms (NPO / CE)."""
+        return self.lambda_npo > 0 or self.lambda_ce > 0

@@ -1,0 +1,198 @@
+"""Forget targets (METHOD.md section 2): what a forget image's visual tokens are pulled towards.
+
+A policy is a small class; VKD asks it, per step, which teacher rows to gather for the forget rows
+(:meth:`ForgetTarget.keys`) or gives them a fixed table (``anchor``, placed on the device once),
+and how per-row distances become the forget term. Registered policies:
+
+* ``retain_mean`` -- A_t = mean over retain images of T(x)_t, per token position (an anchor);
+* ``nearest_retain`` -- the teacher features of the retain image nearest in pixel space;
+* ``misdirect`` -- A_t = c u, u a fixed random unit vector (an anchor);
+* ``repel`` -- a bounded hinge away from the image's own teacher features (experimental).
+
+Add one with :func:`register_forget_target` (a subclass of :class:`ForgetTarget`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from ...cache import ActivationCache
+
+
+class ForgetTarget:
+    """Base policy: the forget rows' targets are gathered teacher rows (:meth:`keys`), the forget
+    term is the mean distance over forget rows."""
+
+    name: ClassVar[str] = ""
+    #: the targets are the forget image's own teacher features (so its pixels must not be augmented)
+    uses_own_features: ClassVar[bool] = False
+    #: True: rows are weighted 1/n and summed (the mean distance); False: per-row distances, see term()
+    mean_rows: ClassVar[bool] = True
+    #: whether :meth:`perturb` changes the forget rows
+    perturbs: ClassVar[bool] = False
+
+    def __init__(self, vkd):
+        """``vkd``: the VKD method being set up (its ``cache``, ``f_keys``, ``r_keys``, ``inputs``,
+        ``options`` and ``seed``)."""
+        self.anchor: torch.Tensor | None = None
+
+    def keys(self, forget_indices: list[int]) -> list[int]:
+        """Cache keys whose rows are the targets of these forget images, in order (anchors: none)."""
+        return []
+
+    def anchor_rows(self, n_rows: int) -> torch.Tensor:
+        """Anchor policies: the anchor rows an image's ``n_rows`` tokens are compared with."""
+        return torch.arange(n_rows)
+
+    def perturb(self, forget_rows: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The forget rows as the loss sees them (used when ``perturbs``)."""
+        return forget_rows
+
+    def term(self, row_losses: torch.Tensor) -> torch.Tensor:
+        """The forget term from the forget rows' (weighted) losses."""
+        return row_losses.sum()
+
+
+class AnchorTarget(ForgetTarget):
+    """A fixed ``[T, D]`` anchor table; token t of every forget image is compared with row t."""
+
+    def __init__(self, vkd):
+        super().__init__(vkd)
+        self.anchor = self.make_anchor(vkd)
+        too_long = [k for k in vkd.f_keys if vkd.cache.rows(k) > self.anchor.shape[0]]
+        if too_long:
+            raise ValueError(f"forget images {too_long[:5]} have more visual tokens than any retain image; "
+                             f"{self.name} has no anchor for those positions (use forget_target='misdirect')")
+
+    def make_anchor(self, vkd) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class RetainMean(AnchorTarget):
+    def make_anchor(self, vkd):
+        return retain_mean_anchor(vkd.cache, vkd.r_keys)
+
+
+class Misdirect(AnchorTarget):
+    def make_anchor(self, vkd):
+        return misdirect_anchor(vkd.cache, vkd.r_keys, max(vkd.cache.rows(k) for k in vkd.f_keys),
+                                vkd.options.misdirect_scale, vkd.seed)
+
+
+class NearestRetain(ForgetTarget):
+    def __init__(self, vkd):
+        super().__init__(vkd)
+        near = nearest_retain_keys([vkd.inputs[k]["pixel_values"] for k in vkd.f_keys],
+                                   [vkd.inputs[k]["pixel_values"] for k in vkd.r_keys])
+        self.target_keys = [vkd.r_keys[j] for j in near]
+
+    def keys(self, forget_indices):
+        return [self.target_keys[i] for i in forget_indices]
+
+
+class Repel(ForgetTarget):
+    """``max(0, margin - d(S(x), T(x)))`` per forget row, averaged. At the start the student equals
+    the teacher, where a squared distance has exactly zero gradient, so the forget rows are compared
+    after adding seeded Gaussian noise of std ``repel_noise`` (relative to the rows' RMS)."""
+
+    uses_own_features = True
+    mean_rows = False
+    perturbs = True
+
+    def __init__(self, vkd):
+        super().__init__(vkd)
+        self.f_keys, self.margin, self.noise = vkd.f_keys, vkd.options.repel_margin, vkd.options.repel_noise
+
+    def keys(self, forget_indices):
+        return [self.f_keys[i] for i in forget_indices]
+
+    def perturb(self, forget_rows, generator):
+        noise = torch.randn(forget_rows.shape, generator=generator, dtype=torch.float32).to(forget_rows)
+        scale = self.noise * forget_rows.detach().pow(2).mean().sqrt()
+        return forget_rows + scale * noise
+
+    def term(self, row_losses):
+        return torch.relu(self.margin - row_losses).mean()
+
+
+_TARGETS: dict[str, type[ForgetTarget]] = {}
+
+
+def register_forget_target(name: str, cls: type[ForgetTarget]) -> None:
+    """Make ``cls`` available as ``VKDOptions(forget_target=name)``."""
+    if not (isinstance(cls, type) and issubclass(cls, ForgetTarget)):
+        raise TypeError(f"cls must be a subclass of vkd_fast.methods.vkd.ForgetTarget, got {cls!r}")
+    cls.name = name
+    _TARGETS[name] = cls
+
+
+def forget_targets() -> list[str]:
+    """Names of the registered forget targets (registration order)."""
+    return list(_TARGETS)
+
+
+def get_forget_target(name: str) -> type[ForgetTarget]:
+    if name not in _TARGETS:
+        raise ValueError(f"forget_target must be one of {', '.join(map(repr, _TARGETS))}, got {name!r}")
+    return _TARGETS[name]
+
+
+for _name, _cls in (("retain_mean", RetainMean), ("nearest_retain", NearestRetain), ("misdirect", Misdirect),
+                    ("repel", Repel)):
+    register_forget_target(_name, _cls)
+
+
+def _entries(cache: ActivationCache, keys: list[int], chunk: int = 16):
+    """Each key's rows, gathered ``chunk`` keys at a time: set-up work over the whole retain set
+    never holds more than one chunk of features besides its result."""
+    for start in range(0, len(keys), chunk):
+        packed, offsets = cache.get(keys[start: start + chunk])
+        bounds = offsets.tolist()
+        for a, b in zip(bounds, bounds[1:]):
+            yield packed[a:b]
+
+
+def retain_mean_anchor(cache: ActivationCache, retain_keys: list[int]) -> torch.Tensor:
+    """A_t = mean over retain images of T(x)_t, per token position t: ``[max tokens, D]`` (fp32).
+    With variable token counts a position averages the retain images that have it."""
+    lengths = [cache.rows(k) for k in retain_keys]
+    total = torch.zeros(max(lengths), cache.dim, dtype=torch.float64)
+    count = torch.zeros(max(lengths), 1, dtype=torch.float64)
+    for rows in _entries(cache, retain_keys):
+        total[: rows.shape[0]] += rows.double()
+        count[: rows.shape[0]] += 1
+    return (total / count).float()
+
+
+def misdirect_anchor(cache: ActivationCache, retain_keys: list[int], max_tokens: int, scale: float,
+                     seed: int) -> torch.Tensor:
+    """A_t = c u: u a fixed random unit vector (seeded), c = scale x mean teacher token norm (retain)."""
+    norm = torch.cat([torch.linalg.vector_norm(rows.float(), dim=1) for rows in _entries(cache, retain_keys)]).mean()
+    u = torch.randn(cache.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    u = (u / torch.linalg.vector_norm(u)).float()
+    return (scale * norm * u).expand(max_tokens, -1).contiguous()
+
+
+def nearest_retain_keys(forget_pixels: list[torch.Tensor], retain_pixels: list[torch.Tensor]) -> list[int]:
+    """For each forget image, the index of the retain image nearest to it *in pixel space* (sum of
+    squared differences of the processed pixels) among retain images of the same shape: the person a
+    model that never saw the forget person would take them for by appearance alone. Pixel space, not
+    the teacher's features: the teacher's feature space is arranged by what it knows about people, so
+    its nearest neighbour is the retain person who shares the most attributes (measured on the toy
+    world: 5 of 8 attribute values shared), which would hand the forgotten answers back."""
+    by_shape: dict[tuple, list[int]] = {}
+    for j, p in enumerate(retain_pixels):
+        by_shape.setdefault(tuple(p.shape), []).append(j)
+    stacks = {shape: torch.stack([retain_pixels[j].double().reshape(-1) for j in idx])
+              for shape, idx in by_shape.items()}
+    out = []
+    for i, p in enumerate(forget_pixels):
+        idx = by_shape.get(tuple(p.shape))
+        if idx is None:
+            raise ValueError(f"forget image {i}: no retain image has its processed shape {tuple(p.shape)}, which "
+                             "nearest_retain needs (use forget_target='retain_mean')")
+        d = (stacks[tuple(p.shape)] - p.double().reshape(1, -1)).pow(2).sum(1)
+        out.append(idx[int(d.argmin())])
+    return out
