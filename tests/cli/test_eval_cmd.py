@@ -40,11 +40,15 @@ def test_eval_and_relearn_commands(toy, tmp_path):
         assert got[key] == pytest.approx(want[key], abs=1.5 / want["n"][key]), key  # sdpa vs eager: near-ties
     assert "forget VQA" in out.stdout
     out = _run("relearn", str(gold), "--before", str(van), "--tokenizer", str(van), "--identities", "12", "--forget-fraction", "0.25", "--steps",
-               "3", "--modes", "visual", "--output", str(tmp_path / "r.json"), cwd=tmp_path, cache=cache)
+               "3", "--modes", "visual", "--seeds", "0,1", "--output", str(tmp_path / "r.json"), cwd=tmp_path, cache=cache)
     assert out.returncode == 0, out.stderr
     rel = json.loads((tmp_path / "r.json").read_text())
-    assert list(rel["modes"]) == ["visual"] and rel["n_attack"] == rel["n_held_out"]
-    assert "recovery" in out.stdout
+    assert [c["mode"] for c in rel["cells"]] == ["visual"] and len(rel["cells"][0]["recoveries"]) == 2
+    assert rel["cells"][0]["split"] == "attributes:job,city" and rel["worst"]["visual"]["steps"] == 3
+    assert "worst case, visual" in out.stdout and "recovery" in out.stdout
+    out = _run("relearn", str(gold), "--before", str(van), "--tokenizer", str(van), "--identities", "12", "--forget-fraction", "0.25",
+               "--seeds", "a,b", cwd=tmp_path, cache=cache)
+    assert out.returncode == 2 and "--seeds must be comma-separated integers" in out.stderr
     out = _run("eval", str(gold), "--identities", "12", "--forget-fraction", "0.25", "--data", "mllmu", cwd=tmp_path, cache=cache)
     assert out.returncode == 2 and "--data mllmu needs --root" in out.stderr
     out = _run("demo", "--methods", "vkd,nope", cwd=tmp_path, cache=cache)

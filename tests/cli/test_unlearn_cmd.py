@@ -81,7 +81,7 @@ def test_unlearn_cli_errors_and_help(tmp_path):
     for name in vf.available_methods():  # and every method's, with its default
         for f in dataclasses.fields(vf.methods.get_method(name).Options):
             assert f"  {name}.{f.name} " in help_text, (name, f.name)
-    assert "  vkd.forget_target" in help_text and "[default: 'retain_mean']" in help_text
+    assert "  vkd.forget_target" in help_text and "[default: 'retain_person']" in help_text
     images = _image_dir(tmp_path / "imgs", 2, [0.0, 0.0, 0.0], 0)
     bad = _run("unlearn", str(tmp_path), "--forget", str(images), "--retain", str(images), "--output-dir",
                str(tmp_path / "run"), "stpes=3", cwd=tmp_path)

@@ -92,7 +92,7 @@ def test_vkd_optional_output_terms():
     h = result.history
     assert {"loss_npo", "loss_ce"} <= set(h[0]) and h[-1]["loss"] < h[0]["loss"]
     assert not set(result.trainable["names"]) & {n for n, _ in model.named_parameters() if ".language_model." in n}
-    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce / mask trains on answer tokens and needs tokenizer"):
+    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce / mask / lambda_meta trains on answer tokens and needs tokenizer"):
         vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg, options=opts)
     with pytest.raises(ValueError, match=r"retain items \[0, 1, .*carry no question/answer"):
         vf.unlearn(T.tiny_llava(), qa(FORGET, "baker"), RETAIN, config=cfg, options={"lambda_ce": 1.0},
@@ -110,7 +110,7 @@ def test_vkd_with_a_saliency_mask_updates_only_salient_weights():
     total = sum(p.numel() for n, p in model.named_parameters() if n in trained)
     assert 0 < changed <= result.trainable["masked_trainable"] < total
     assert not any(".language_model." in n for n in trained)
-    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce / mask trains on answer tokens"):
+    with pytest.raises(ValueError, match="vkd with lambda_npo / lambda_ce / mask / lambda_meta trains on answer tokens"):
         vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg, options=opts)
 
 
@@ -177,7 +177,7 @@ def test_vkd_objective_against_an_independent_computation(target):
 def test_vkd_step_gathers_only_the_rows_it_uses_and_places_the_anchor_once():
     from vkd_fast.methods import Batch
 
-    method = vf.methods.VKD()
+    method = vf.methods.VKD({"forget_target": "retain_mean"})
     method.prepare(T.tiny_llava(), FORGET, RETAIN)
     before = method.cache.stats()["gathered_bytes"]
     method.step(Batch([0, 1], [2, 3, 4]), upcoming=Batch([2], [5]))

@@ -53,27 +53,44 @@ def run_eval(args) -> int:
     return 0
 
 
-def run_relearn(args) -> int:
-    from ..eval import RelearnConfig, held_out_accuracy, relearning_attack
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ValueError("--seeds must name at least one seed")
+    return seeds
 
+
+def run_relearn(args) -> int:
+    from ..eval.relearn import AttackGrid, attack_grid
+
+    modes, seeds = tuple(args.modes.split(",")), _seeds(args.seeds if args.seeds else str(args.seed))
+    if args.grid:
+        grid = AttackGrid(modes=modes, seeds=seeds, batch_size=args.attack_batch_size)
+    else:
+        split = f"attributes:{args.attributes}" if args.split == "attributes" else f"fraction:{args.fraction}"
+        grid = AttackGrid(splits=(split,), lrs=(args.lr,), steps=(args.steps,), modes=modes, seeds=seeds,
+                          batch_size=args.attack_batch_size)  # every option is checked before any model loads
     sets = _eval_sets(args)
     forget = sets["forget_vqa"] + sets.get("forget_vqa_unseen", [])
-    config = RelearnConfig(modes=tuple(args.modes.split(",")), split=args.split,
-                           attributes=tuple(args.attributes.split(",")), fraction=args.fraction, steps=args.steps,
-                           lr=args.lr, batch_size=args.attack_batch_size, seed=args.seed)
     before_spec = args.before or ("toy:vanilla" if args.data == "toy" else None)
     if before_spec is None:
         raise ValueError("--before MODEL (the model before unlearning) is needed to compute the recovery")
     before, before_tok = load_model(before_spec, args)
     model, tokenizer = load_model(args.model, args)
     tokenizer = _tokenizer_for(args, tokenizer or before_tok)
-    acc_before = held_out_accuracy(before, tokenizer, forget, config)
+    result = attack_grid(model, tokenizer, forget, grid, before=before)
     del before
-    result = relearning_attack(model, tokenizer, forget, config, acc_before=acc_before)
-    print(f"held-out forget VQA: before unlearning {acc_before:.3f}, after unlearning "
-          f"{result['acc_after_unlearn']:.3f} ({result['n_attack']} attack / {result['n_held_out']} held-out items)")
-    for mode, res in result["modes"].items():
-        print(f"  {mode:<6} after relearning {res['acc_after_relearn']:.3f}, recovery {res['recovery']:.2f}")
+    print(f"relearning attack, recovery over seeds {','.join(map(str, seeds))} (0 = nothing regained, "
+          "1 = back to the model before unlearning):")
+    for c in result["cells"]:
+        print(f"  {c['split']:<22} lr {c['lr']:<7g} {c['steps']:>4} steps  {c['mode']:<6} recovery "
+              f"{c['recovery']:+.2f} ± {c['recovery_std']:.2f}  ({', '.join(f'{r:+.2f}' for r in c['recoveries'])})")
+    for mode, c in result["worst"].items():
+        if c is not None:
+            print(f"worst case, {mode}: {c['recovery']:+.2f} ({c['split']}, lr {c['lr']:g}, {c['steps']} steps)")
     if args.output:
         _write_report(args.output, {"model": args.model, "before": before_spec, "data": args.data, **result})
         print(f"wrote {args.output}")
@@ -85,12 +102,14 @@ def run_demo_cmd(args) -> int:
 
     from ..data import ToyModelConfig, load_toy_models
     from ..demo import DemoConfig, run_demo, summary
-    from ..eval import RelearnConfig
+    from ..eval.relearn import AttackGrid
 
     t0 = time.perf_counter()
     _quiet_transformers()
     methods = tuple(args.methods.split(","))
-    config = DemoConfig(methods=methods, relearn=RelearnConfig(steps=args.relearn_steps))
+    attack = AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(args.relearn_steps,),
+                        seeds=_seeds(args.attack_seeds))
+    config = DemoConfig(methods=methods, attack=attack, **({"worst_grid": None} if args.no_grid else {}))
     models = load_toy_models(_toy_world(args), ToyModelConfig(), rebuild=args.rebuild, progress=True)
     report = run_demo(models, config, output_dir=args.output_dir, progress=True, environment=doctor_report())
     print(summary(report))

@@ -88,11 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     p_rl.add_argument("--modes", default="llm,visual", help="attack modes, comma-separated: llm, visual")
     p_rl.add_argument("--split", default="attributes", choices=("attributes", "fraction"))
     p_rl.add_argument("--attributes", default="job,city", help="split=attributes: what the attacker trains on")
-    p_rl.add_argument("--fraction", type=float, default=0.25, help="split=fraction: share of forget VQA pairs")
+    p_rl.add_argument("--fraction", type=float, default=0.25,
+                      help="split=fraction: share of the forget (person, attribute) pairs the attacker trains on")
     p_rl.add_argument("--steps", type=int, default=40, help="attacker's fine-tuning steps")
     p_rl.add_argument("--lr", type=float, default=1e-3, help="attacker's AdamW learning rate")
     p_rl.add_argument("--attack-batch-size", type=int, default=8, help="attacker's batch size")
-    p_rl.add_argument("--seed", type=int, default=0)
+    p_rl.add_argument("--seed", type=int, default=0, help="the attack's seed (its batches; the fraction split)")
+    p_rl.add_argument("--seeds", help="several attack seeds, comma-separated: each attack is run with each and the "
+                                      "recovery's mean and spread reported (instead of --seed)")
+    p_rl.add_argument("--grid", action="store_true",
+                      help="the attack grid: splits job,city -> hobby,pet, the reverse, and half of the (person, "
+                           "attribute) pairs; lr 1e-4 and 1e-3; 40 and 200 steps; each cell and the worst case per "
+                           "mode (with --seeds; the single-attack options are ignored)")
     _eval_args(p_rl)
     p_dm = sub.add_parser("demo", help="the toy-world demo: vanilla and gold, VKD and every baseline, all metrics, "
                                        "relearning attack, table + JSON + Markdown + PNG",
@@ -103,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p_dm.add_argument("--output-dir", default="demo_output", help="where report.json / .md / .png go")
     p_dm.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
-    p_dm.add_argument("--relearn-steps", type=int, default=40, help="attacker's fine-tuning steps")
+    p_dm.add_argument("--relearn-steps", type=int, default=40, help="the default attack's fine-tuning steps")
+    p_dm.add_argument("--attack-seeds", default="0,1,2",
+                      help="seeds of the default attack: the relearn columns are the mean over them (default 0,1,2)")
+    p_dm.add_argument("--no-grid", action="store_true",
+                      help="skip the attack grid whose worst case is shown for VKD and gold (faster)")
     p_dm.add_argument("--rebuild", action="store_true", help="retrain the vanilla and gold models")
     p_dm.add_argument("--strict", action="store_true", help="exit 1 when a VKD check fails")
     _world_args(p_dm)

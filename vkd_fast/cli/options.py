@@ -119,5 +119,10 @@ def options_help() -> str:
         lines += ["", f"{name} options (YAML: a mapping under '{name}:'; words: {name}.option=value)"
                   + (f" -- {doc}" if doc else "") + ":"]
         lines += help_lines(cls.Options, prefix=f"{name}.") or ["  (none)"]
-    return "\n".join(textwrap.fill(line, 118, subsequent_indent=" " * 28) if len(line) > 118 else line
-                     for line in lines)
+    def wrap(line: str) -> str:  # long help wraps; "[default: x]" stays on one line
+        if len(line) <= 118:
+            return line
+        return textwrap.fill(line.replace("[default: ", "[default:\u00a0"), 118,
+                             subsequent_indent=" " * 28).replace("\u00a0", " ")
+
+    return "\n".join(wrap(line) for line in lines)

@@ -23,6 +23,7 @@ from ..npo import npo_loss
 from ..qa import QAData, full_model_logits
 from ..saliency import qa_saliency_masks
 from .augment import augment_forget_pixels
+from .meta import AttackSimulator
 from .options import VKDOptions
 from .targets import get_forget_target
 from .teacher import CachedTeacher, LiveTeacher, build_teacher_cache, collate_inputs
@@ -42,29 +43,27 @@ class VKD(UnlearningMethod):
 
     @property
     def needs_tokenizer(self) -> bool:
-        o = self.options
-        return o.llm_tap or o.output_terms or o.mask
+        return self.options.llm_tap or self.options.scores_text
 
     @property
     def needs_language_model(self) -> bool:
-        o = self.options
-        return o.llm_tap or o.output_terms or o.mask
+        return self.options.llm_tap or self.options.scores_text
 
     def check(self, forget, retain, tokenizer=None, world_size: int = 1) -> None:
         o = self.options
         if o.llm_tap and tokenizer is None:
             raise ValueError(f"tap {o.tap!r} runs the language model on a prompt per image and needs tokenizer=...")
         sides = (("forget", forget), ("retain", retain)) if o.mask else (
-            (("forget", forget),) * (o.lambda_npo > 0) + (("retain", retain),) * (o.lambda_ce > 0))
+            (("forget", forget),) * (o.lambda_npo > 0 or o.lambda_meta > 0) + (("retain", retain),) * (o.lambda_ce > 0))
         if sides:
             if tokenizer is None:
-                raise ValueError("vkd with lambda_npo / lambda_ce / mask trains on answer tokens and needs "
-                                 "tokenizer=...")
+                raise ValueError("vkd with lambda_npo / lambda_ce / mask / lambda_meta trains on answer tokens and "
+                                 "needs tokenizer=...")
             for name, items in sides:
                 check_qa(name, items)
-        if world_size > 1 and o.output_terms:
-            raise ValueError("vkd's lambda_npo / lambda_ce terms are not supported in multi-process runs yet "
-                             "(their forward would bypass DDP's gradient averaging)")
+        if world_size > 1 and (o.output_terms or o.lambda_meta > 0):
+            raise ValueError("vkd's lambda_npo / lambda_ce / lambda_meta terms are not supported in multi-process runs "
+                             "yet (their forward would bypass DDP's gradient averaging)")
 
     def trainable_set(self):
         return self.options.trainable, self.options.tap, self.options.lora
@@ -108,6 +107,24 @@ class VKD(UnlearningMethod):
             self.qa_student = full_model_logits(ctx.model)
             if o.lambda_npo > 0:
                 self.ref = self.qa.sequence_logp(self.qa_student)
+        self.meta = AttackSimulator(ctx.model, adapter, ctx.tokenizer, ctx.forget, o) if o.lambda_meta > 0 else None
+        self._step = 0
+        if o.shrink_perturb > 0:  # after the teacher's features are cached: they stay the original model's
+            self._shrink_perturb(adapter.trainable_names(o.trainable, o.tap), ctx.seed)
+
+    @torch.no_grad()
+    def _shrink_perturb(self, names: list[str], seed: int) -> None:
+        """w <- (1 - a) w + a * b * std(w) * noise on every trainable matrix (biases and norms kept)."""
+        a, b = self.options.shrink_perturb, self.options.perturb_scale
+        g = torch.Generator().manual_seed(seed)
+        params = dict(self.model.named_parameters())
+        for name in names:
+            w = params[name]
+            if w.dim() < 2:
+                continue
+            scale = a * b * float(w.float().std())  # the matrix's spread before it shrinks
+            noise = torch.randn(w.shape, generator=g, dtype=torch.float32).to(w)
+            w.mul_(1 - a).add_(noise * scale)
 
     def saliency_masks(self, named, plan):
         if not self.options.mask:
@@ -150,6 +167,12 @@ class VKD(UnlearningMethod):
     def step(self, batch, *, upcoming=None, generator=None):
         fi, ri = batch
         o = self.options
+        meta = None
+        if self.meta is not None and fi:
+            if self._step % o.meta_every == 0:  # first: it moves and restores the weights in place
+                params = self.parameters()
+                meta = (params, *self.meta.gradients(params, generator))
+            self._step += 1
         images = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
         collated = collate_inputs(self.adapter, images)
         if o.forget_augment > 0:  # the target does not depend on the view: any view of the image may be used
@@ -186,6 +209,11 @@ class VKD(UnlearningMethod):
                 retain_ce = answer_ce(*self.qa.logp([self.qa.retain[i] for i in ri], self.qa_student))
                 loss = loss + o.lambda_ce * retain_ce
                 terms["loss_ce"] = retain_ce.detach()
+        if meta is not None:
+            params, grads, penalty = meta
+            # a zero-valued term whose gradient is the simulated attack's penalty gradient
+            loss = loss + o.lambda_meta * sum((p * g).sum() - (p.detach() * g).sum() for p, g in zip(params, grads))
+            terms["loss_meta"] = penalty
         return loss, terms
 
     def close(self) -> dict:

@@ -22,10 +22,15 @@ class _VKDFields:
                             "trainable set: 'projector', 'projector+vision_last:<K>' or 'vision+projector'")
     lora: dict | None = option(None, "LoRA on the trainable set: peft LoraConfig arguments, "
                                      "e.g. {r: 8, lora_alpha: 16}")
-    forget_target: str = option("retain_mean", "forget target: 'retain_mean', 'nearest_retain' (the teacher "
-                                               "features of the retain image nearest in pixel space: who a model that "
-                                               "never saw the forget person would take them for; less answer "
-                                               "collapse), 'misdirect' or 'repel'")
+    forget_target: str = option("retain_person",
+                                "forget target: 'retain_person' (each forget person is pulled to the teacher "
+                                "features of a retain person's images; items without an identity, name or id count "
+                                "as a person each), 'retain_mean' (the mean retain features: answers collapse), "
+                                "'nearest_retain' (the retain image nearest in pixel space), 'random_retain' (a "
+                                "retain image drawn per forget image), 'misdirect' or 'repel' (see the README's "
+                                "Robustness section for what each measured)")
+    target_people: int = option(1, "retain_person: how many retain people stand in for each forget person (its "
+                                    "images take turns among them)")
     misdirect_scale: float = option(1.0, "misdirect anchor length, in mean teacher token norms")
     repel_margin: float = option(1.0, "repel: hinge margin of the distance to the own teacher features")
     repel_noise: float = option(0.01, "repel: relative std of the noise that breaks the student=teacher symmetry")
@@ -42,6 +47,18 @@ class _VKDFields:
     mask: bool = option(False, "saliency mask (the mask_* options): needs QA items and a tokenizer, since the Fisher "
                                "estimates come from answer likelihoods. The mask gates gradients; a nonzero "
                                "weight_decay still shrinks masked-out weights")
+    shrink_perturb: float = option(0.0, "shrink-perturb before distilling (UNDO): every trainable weight matrix "
+                                        "becomes (1 - a) w + a * perturb_scale * std(w) * noise (seeded), so the "
+                                        "student starts away from the teacher and is re-distilled from its cached "
+                                        "features; 0 = off")
+    perturb_scale: float = option(1.0, "shrink_perturb: the noise's size, in each matrix's standard deviation")
+    lambda_meta: float = option(0.0, "weight of the attack-simulation term (meta.py): a simulated vision-side "
+                                     "relearning attack on some forget question kinds must not raise the others' "
+                                     "answer likelihood; needs QA forget items and a tokenizer; 0 = off")
+    meta_steps: int = option(3, "simulated attack: at most this many sign-gradient steps (drawn 1..meta_steps)")
+    meta_lr: float = option(1e-3, "simulated attack: the largest step size (drawn log-uniformly down to a tenth)")
+    meta_every: int = option(1, "simulate an attack every this many steps")
+    meta_batch: int = option(8, "simulated attack: forget questions taught and tested per simulation")
     teacher: str = option("cache", "'cache' (teacher features computed once, served from host memory) or 'live' (a "
                                    "frozen copy of the model computes them every step: the naive VKD, for tests and "
                                    "benchmarks)")
@@ -63,13 +80,22 @@ class VKDOptions(MaskOptions, _VKDFields):
         check_choice("metric", self.metric, METRICS)
         check_choice("teacher", self.teacher, ("cache", "live"))
         check_choice("cache_dtype", self.cache_dtype, ("float32", "bfloat16", "float16"))
-        check_positive_int("teacher_batch_size", self.teacher_batch_size)
+        for name in ("teacher_batch_size", "meta_steps", "meta_every", "meta_batch", "target_people"):
+            check_positive_int(name, getattr(self, name))
+        if self.lambda_meta < 0 or not self.meta_lr > 0:
+            raise ValueError(f"lambda_meta must be >= 0 and meta_lr > 0, got {self.lambda_meta!r}, {self.meta_lr!r}")
         for name in ("misdirect_scale", "repel_margin", "npo_beta"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("lambda_retain", "lambda_forget", "lambda_npo", "lambda_ce", "repel_noise"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 <= self.shrink_perturb < 1:
+            raise ValueError(f"shrink_perturb must be in [0, 1), got {self.shrink_perturb!r}")
+        if self.perturb_scale < 0:
+            raise ValueError(f"perturb_scale must be >= 0, got {self.perturb_scale!r}")
+        if self.shrink_perturb > 0 and self.lora is not None:
+            raise ValueError("shrink_perturb changes the trained weights themselves; it does not combine with lora")
         if not 0 <= self.forget_augment <= 1:
             raise ValueError(f"forget_augment must be in [0, 1], got {self.forget_augment!r}")
         if self.forget_augment > 0 and target.uses_own_features:
@@ -86,3 +112,9 @@ class VKDOptions(MaskOptions, _VKDFields):
     def output_terms(self) -> bool:
         """Whether VKD adds its optional output-level terms (NPO / CE)."""
         return self.lambda_npo > 0 or self.lambda_ce > 0
+
+    @property
+    def scores_text(self) -> bool:
+        """Whether anything VKD computes runs the frozen LLM on answers (output terms, the mask, the
+        attack simulation) -- such runs need QA items and a tokenizer."""
+        return self.output_terms or self.mask or self.lambda_meta > 0

@@ -92,6 +92,84 @@ class NearestRetain(ForgetTarget):
         return [self.target_keys[i] for i in forget_indices]
 
 
+class RandomRetain(ForgetTarget):
+    """Each forget image is pulled to the teacher features of a retain image drawn at random (seeded;
+    among retain images of the same processed shape): a draw from the retain feature distribution,
+    different for the images of one person, so no single identity takes the forget person's place."""
+
+    def __init__(self, vkd):
+        super().__init__(vkd)
+        g = torch.Generator().manual_seed(vkd.seed)
+        shape = lambda k: tuple(vkd.inputs[k]["pixel_values"].shape)  # noqa: E731
+        by_shape: dict[tuple, list[int]] = {}
+        for k in vkd.r_keys:
+            by_shape.setdefault(shape(k), []).append(k)
+        self.target_keys = []
+        for i, k in enumerate(vkd.f_keys):
+            pool = by_shape.get(shape(k))
+            if not pool:
+                raise ValueError(f"forget image {i}: no retain image has its processed shape {shape(k)}, which "
+                                 "random_retain needs (use forget_target='retain_mean')")
+            self.target_keys.append(pool[int(torch.randint(len(pool), (1,), generator=g))])
+
+    def keys(self, forget_indices):
+        return [self.target_keys[i] for i in forget_indices]
+
+
+def _person(item: dict, side: str, i: int):
+    """Who an item pictures: its ``identity`` (toy world), ``name`` (CLEAR) or ``id`` (MLLMU-Bench); an
+    item with none of them counts as a person of its own."""
+    for key in ("identity", "name", "id"):
+        if item.get(key) is not None:
+            return key, item[key]
+    return "image", (side, i)
+
+
+class RetainPerson(ForgetTarget):
+    """Every forget person is given ``target_people`` retain people (drawn at random, seeded; different
+    forget people get different retain people while there are enough), and each of the forget person's
+    images is pulled to the teacher features of an image of one of them (the images take turns among
+    the stand-ins and cycle through each one's images, same processed shape preferred). Consistent per
+    person, so it carries over to unseen images, and spread over several people, so answers do not
+    collapse. People are told apart by the items' ``identity``, ``name`` or ``id``; items with none
+    (a folder of images) count as a person each, which spreads the forget images over different
+    retain people like ``random_retain``."""
+
+    def __init__(self, vkd):
+        super().__init__(vkd)
+        forget, retain = vkd.items
+        f_people = [_person(it, "forget", i) for i, it in enumerate(forget)]
+        r_people = [_person(it, "retain", i) for i, it in enumerate(retain)]
+        g = torch.Generator().manual_seed(vkd.seed)
+        candidates = sorted(set(r_people), key=repr)
+        order = [candidates[j] for j in torch.randperm(len(candidates), generator=g).tolist()]
+        per = vkd.options.target_people
+        assigned = {p: [order[(n * per + j) % len(order)] for j in range(per)]
+                    for n, p in enumerate(sorted(set(f_people), key=repr))}
+        images = {p: [vkd.r_keys[j] for j, q in enumerate(r_people) if q == p] for p in candidates}
+        rows = vkd.cache.rows
+        seen: dict = {}
+        self.target_keys = []
+        for i, k in enumerate(vkd.f_keys):
+            n = seen[f_people[i]] = seen.get(f_people[i], -1) + 1
+            people = assigned[f_people[i]]
+            first = people[n % len(people)]  # the person's images take turns among its stand-ins
+            # a stand-in needs an image with as many visual tokens (dynamic-resolution families): the
+            # next person in the drawn order that has one stands in otherwise
+            start = order.index(first)
+            for person in order[start:] + order[:start]:
+                same = [r for r in images[person] if rows(r) == rows(k)]
+                if same:
+                    break
+            else:
+                raise ValueError(f"forget image {i}: no retain image has its {rows(k)} visual tokens, which "
+                                 "retain_person needs (use forget_target='retain_mean' or 'misdirect')")
+            self.target_keys.append(same[(n // len(people)) % len(same)])
+
+    def keys(self, forget_indices):
+        return [self.target_keys[i] for i in forget_indices]
+
+
 class Repel(ForgetTarget):
     """``max(0, margin - d(S(x), T(x)))`` per forget row, averaged. At the start the student equals
     the teacher, where a squared distance has exactly zero gradient, so the forget rows are compared
@@ -139,8 +217,9 @@ def get_forget_target(name: str) -> type[ForgetTarget]:
     return _TARGETS[name]
 
 
-for _name, _cls in (("retain_mean", RetainMean), ("nearest_retain", NearestRetain), ("misdirect", Misdirect),
-                    ("repel", Repel)):
+for _name, _cls in (("retain_mean", RetainMean), ("nearest_retain", NearestRetain), ("random_retain", RandomRetain),
+                    ("retain_person", RetainPerson),
+                    ("misdirect", Misdirect), ("repel", Repel)):
     register_forget_target(_name, _cls)
 
 

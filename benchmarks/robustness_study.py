@@ -1,0 +1,300 @@
+"""Robustness study of VKD variants on several toy worlds (the robust-VKD issue).
+
+For every world seed and every variant: unlearn a fresh copy of the vanilla model, evaluate every
+metric, check that text-only logits are bit-identical, run the identity probe, the default relearning
+attack over several attack seeds (mean and spread of the recovery, both modes) and -- for the variants
+named with --grid, and for gold -- the attack grid's worst case (each cell a mean over --grid-seeds).
+Each variant is judged by the bars of vkd_fast.eval.bars against the world's gold model; the cost is
+the unlearning wall time against the previous default ("v0") in the same run.
+
+References: ``gold`` (the model that never learned the forget people's images) and, with --oracle,
+``oracle``: the vanilla model's frozen language model with a vision tower + projector re-initialised
+and trained on the retain people's image questions only -- the best any method that keeps the LLM
+(as VKD does by design) could hope to reach.
+
+    python benchmarks/robustness_study.py                          # worlds 0,1,2, every variant
+    python benchmarks/robustness_study.py --worlds 0 --variants v0,default --attack-seeds 0
+    python benchmarks/robustness_study.py --grid default --oracle   # + the grid for the default, the oracle
+
+Per (world, variant) results are kept in benchmarks/results/robustness/cells/ (a rerun skips what is
+there; --fresh recomputes), and the summary is written to benchmarks/results/robustness_study.{csv,md,png}.
+Thread count changes float results: the figures in the README used 2 threads (OMP_NUM_THREADS unset
+on a 2-core machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as H  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CELLS = RESULTS / "robustness" / "cells"
+
+#: name -> trainer options ("config") and VKD options ("options"); "default" is VKDOptions() as shipped
+VARIANTS = {
+    "v0": {"options": {"forget_target": "retain_mean"}},
+    "nearest_retain": {"options": {"forget_target": "nearest_retain"}},
+    "random_retain": {"options": {"forget_target": "random_retain"}},
+    "retain_person": {"options": {"forget_target": "retain_person"}},
+    "retain_person x2": {"options": {"forget_target": "retain_person", "target_people": 2}},
+    "retain_person x3": {"options": {"forget_target": "retain_person", "target_people": 3}},
+    "retain_person+vision:1": {"options": {"forget_target": "retain_person", "tap": "vision:1"}},
+    "retain_person+shrink_perturb": {"config": {"steps": 600},
+                                     "options": {"forget_target": "retain_person", "shrink_perturb": 0.6}},
+    "retain_person+meta": {"options": {"forget_target": "retain_person", "lambda_meta": 1.0, "meta_every": 2}},
+    "default": {},
+}
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return statistics.fmean(xs) if xs else float("nan")
+
+
+def _attack(model, tok, forget_all, grid, vanilla, cache):
+    from vkd_fast.eval.relearn import attack_grid
+
+    out = attack_grid(model, tok, forget_all, grid, before=vanilla, before_cache=cache)
+    return out
+
+
+def _oracle(models):
+    """The vanilla model with V+P re-initialised and trained on the retain people's image questions only."""
+    import vkd_fast as vf
+    from vkd_fast.data import ToyModelConfig
+    from vkd_fast.data.toy_model import build_model, train_on_world
+
+    world, tok = models.world, models.tokenizer
+    model = models.fresh_vanilla()
+    visual = set(vf.adapters.get_adapter(model).trainable_names("vision+projector"))
+    init = dict(build_model(world, tok, ToyModelConfig()).named_parameters())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in visual:
+                p.copy_(init[n])
+            p.requires_grad_(n in visual)
+    train_on_world(model, tok, world, world.retain_ids, list(range(len(world.identities))),
+                   ToyModelConfig(max_steps=1500), "oracle")
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
+    import vkd_fast as vf
+    from vkd_fast.eval import evaluate
+    from vkd_fast.eval.probe import identity_probe
+    from vkd_fast.eval.relearn import AttackGrid
+
+    world, tok = models.world, models.tokenizer
+    forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
+    row = {"world": world_seed, "variant": name}
+    seconds = None
+    if name == "gold":
+        model = models.gold
+    elif name == "oracle":
+        t0 = time.perf_counter()
+        model = _oracle(models)
+        seconds = time.perf_counter() - t0
+    else:
+        spec = VARIANTS[name]
+        model = models.fresh_vanilla()
+        t0 = time.perf_counter()
+        vf.unlearn(model, world.unlearn_items(world.forget_ids), world.unlearn_items(world.retain_ids),
+                   config=vf.UnlearnConfig(**spec.get("config", {})), options=spec.get("options", {}), tokenizer=tok)
+        seconds = time.perf_counter() - t0
+        model.eval()
+        model.requires_grad_(False)
+        row["text_identical"] = bool(torch.equal(state["text"](model), state["vanilla_text"]))
+        row["options"] = json.dumps(spec)
+    row["seconds"] = seconds
+    row.update({k: v for k, v in evaluate(model, tok, sets).items() if k != "n"})
+    row["identity_probe"] = identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"],
+                                           sets["forget_vqa_unseen"])["accuracy"]
+    default = _attack(model, tok, forget_all, AttackGrid.default_attack(args.attack_seeds), models.vanilla,
+                      state["cache"])
+    for c in default["cells"]:
+        row[f"recovery_{c['mode']}"] = c["recovery"]
+        row[f"recovery_{c['mode']}_std"] = c["recovery_std"]
+        row[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
+    if name in args.grid or name == "gold":
+        grid = _attack(model, tok, forget_all, AttackGrid(seeds=args.grid_seeds), models.vanilla, state["cache"])
+        for mode, c in grid["worst"].items():
+            row[f"worst_{mode}"] = c["recovery"]
+            row[f"worst_{mode}_cell"] = f"{c['split']} lr {c['lr']:g} {c['steps']} steps"
+        row["grid_cells"] = grid["cells"]
+    return row
+
+
+def summarise(rows: list[dict], worlds: list[int], variants: list[str]) -> tuple[str, list[dict]]:
+    from vkd_fast.eval.bars import unlearning_bars
+
+    table, md = [], []
+    for w in worlds:
+        by = {r["variant"]: r for r in rows if r["world"] == w}
+        if "gold" not in by or "v0" not in by:
+            continue
+        gold, vanilla, v0 = by["gold"], by["vanilla"], by["v0"]
+        for name in variants:
+            r = by.get(name)
+            if r is None:
+                continue
+            checks = unlearning_bars(r, gold, vanilla, 1 / 8, text_identical=r.get("text_identical"))
+            cost = r["seconds"] / v0["seconds"] if r.get("seconds") and v0.get("seconds") else float("nan")
+            r["bars_failed"] = [c["check"] for c in checks if not c["ok"]]
+            r["bars_passed"] = sum(c["ok"] for c in checks)
+            r["bars_total"] = len(checks)
+            r["cost_vs_v0"] = cost
+            table.append(r)
+    cols = [("forget_vqa", "forget VQA", 100), ("forget_vqa_unseen", "unseen", 100), ("retain_vqa", "retain VQA", 100),
+            ("collapse_share", "collapse", 100), ("identity_probe", "probe", 100), ("recovery_llm", "relearn llm", 1),
+            ("recovery_visual", "relearn visual", 1), ("worst_llm", "worst llm", 1),
+            ("worst_visual", "worst visual", 1)]
+    md.append("| variant | " + " | ".join(h for _, h, _ in cols) + " | time s | cost vs v0 | bars passed (per world) |")
+    md.append("|---|" + "---:|" * (len(cols) + 2) + "---|")
+    for name in ["vanilla", "gold", "oracle"] + variants:
+        rs = [r for r in rows if r["variant"] == name and r["world"] in worlds]
+        if not rs:
+            continue
+        cells = []
+        for key, _, scale in cols:
+            vals = [r.get(key) for r in rs if r.get(key) is not None]
+            if not vals:
+                cells.append("–")
+                continue
+            m = _mean(vals) * scale
+            lo, hi = min(vals) * scale, max(vals) * scale
+            cells.append(f"{m:.1f} [{lo:.1f}, {hi:.1f}]" if scale == 100 else f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        secs = _mean([r.get("seconds") for r in rs])
+        cost = _mean([r.get("cost_vs_v0") for r in rs])
+        passed = ", ".join(f"{r['bars_passed']}/{r['bars_total']}" for r in rs if "bars_passed" in r) or "–"
+        time_cell = "–" if math.isnan(secs) else f"{secs:.0f}"
+        cost_cell = "–" if math.isnan(cost) else f"{cost:.2f}x"
+        md.append(f"| {name} | " + " | ".join(cells) + f" | {time_cell} | {cost_cell} | {passed} |")
+    return "\n".join(md), table
+
+
+def plot(rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    names = sorted({r["variant"] for r in rows} - {"vanilla"})
+    for i, name in enumerate(names):
+        rs = [r for r in rows if r["variant"] == name and r.get("recovery_visual") is not None]
+        if not rs:
+            continue
+        ax.scatter([100 * r["collapse_share"] for r in rs], [r["recovery_visual"] for r in rs], label=name,
+                   marker="*" if name in ("gold", "oracle") else "o", s=140 if name in ("gold", "oracle") else 50,
+                   color=plt.cm.tab10(i % 10))
+    ax.set_xlabel("answer collapse on forget images (%)")
+    ax.set_ylabel("relearn visual: recovery, mean over attack seeds")
+    ax.set_title("VKD variants on several toy worlds (one point per world)")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    tmp = Path(str(path) + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worlds", default="0,1,2")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--attack-seeds", default="0,1,2")
+    ap.add_argument("--grid", default="", help="variants that also get the attack grid (gold always does)")
+    ap.add_argument("--grid-seeds", default="0,1,2")
+    ap.add_argument("--oracle", action="store_true", help="also the oracle reference (trains a V+P, ~3 min a world)")
+    ap.add_argument("--fresh", action="store_true", help="recompute cells kept from an earlier run")
+    args = ap.parse_args(argv)
+    worlds = [int(w) for w in args.worlds.split(",")]
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    args.attack_seeds = tuple(int(s) for s in args.attack_seeds.split(","))
+    args.grid_seeds = tuple(int(s) for s in args.grid_seeds.split(","))
+    args.grid = {g for g in args.grid.split(",") if g}
+    from vkd_fast.adapters import get_adapter
+    from vkd_fast.data import ToyWorld, ToyWorldConfig, load_toy_models
+    from vkd_fast.eval import evaluate, toy_eval_sets
+    from vkd_fast.utils.text import pad_right
+
+    CELLS.mkdir(parents=True, exist_ok=True)
+    rows = []
+    env = H.environment()
+    for w in worlds:
+        models = load_toy_models(ToyWorld(ToyWorldConfig(seed=w)), progress=True)
+        sets = toy_eval_sets(models.world)
+        tok = models.tokenizer
+        probe_items = sets["forget_qa"] + sets["retain_qa"]
+
+        def text(model, _tok=tok, _items=probe_items):
+            ad = get_adapter(model)
+            ids, mask = pad_right([_tok(ad.prompt(_tok, it["question"]), add_special_tokens=False).input_ids
+                                   for it in _items])
+            with torch.no_grad():
+                return ad.text_logits(ids, mask)
+
+        state = {"cache": {}, "text": text, "vanilla_text": text(models.vanilla)}
+        rows.append({"world": w, "variant": "vanilla",
+                     **{k: v for k, v in evaluate(models.vanilla, tok, sets).items() if k != "n"}})
+        names = ["gold"] + (["oracle"] if args.oracle else []) + (["v0"] if "v0" not in variants else []) + variants
+        for name in names:
+            path = CELLS / f"world{w}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}.json"
+            if path.exists() and not args.fresh:
+                row = json.loads(path.read_text())
+                if (name not in args.grid and name != "gold") or "worst_visual" in row:
+                    rows.append(row)
+                    continue
+            t0 = time.perf_counter()
+            row = run_cell(w, name, args, models, sets, state)
+            row["environment"] = env
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(row, indent=1))
+            tmp.replace(path)
+            rows.append(row)
+            print(f"world {w} {name:<22} forget {100 * row['forget_vqa']:5.1f} / {100 * row['forget_vqa_unseen']:5.1f}"
+                  f"  retain {100 * row['retain_vqa']:5.1f}  collapse {100 * row['collapse_share']:5.1f}"
+                  f"  probe {row['identity_probe']:.2f}  relearn llm {row['recovery_llm']:+.2f}"
+                  f" visual {row['recovery_visual']:+.2f}"
+                  + (f"  worst llm {row['worst_llm']:+.2f} visual {row['worst_visual']:+.2f}" if "worst_llm" in row
+                     else "") + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    md, table = summarise(rows, worlds, variants)
+    header = (f"VKD robustness study: worlds {', '.join(map(str, worlds))}; default attack over seeds "
+              f"{','.join(map(str, args.attack_seeds))}; grid seeds {','.join(map(str, args.grid_seeds))}. "
+              "Cells: mean [min, max] over worlds; accuracies in %.")
+    fails = "\n".join(f"- world {r['world']} {r['variant']}: " + ("; ".join(r["bars_failed"]) or "all bars met")
+                      for r in table)
+    (RESULTS / "robustness_study.md").write_text(f"{header}\n\n{md}\n\nBars failed per world:\n\n{fails}\n")
+    keys = ["world", "variant", "forget_vqa", "forget_vqa_unseen", "forget_qa", "retain_vqa", "retain_qa",
+            "collapse_share", "identity_probe", "recovery_llm", "recovery_llm_std", "recovery_visual",
+            "recovery_visual_std", "worst_llm", "worst_visual", "seconds", "cost_vs_v0", "bars_passed", "bars_total",
+            "text_identical", "options"]
+    with open(RESULTS / "robustness_study.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: r.get(k) for k in keys})
+    plot([r for r in rows if r["variant"] != "vanilla"], RESULTS / "robustness_study.png")
+    print(f"\n{header}\n\n{md}\n\nwrote {RESULTS / 'robustness_study'}.{{csv,md,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
