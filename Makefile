@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_feature_distill.py --quick
 	$(PY) benchmarks/bench_cache.py --quick
 	$(PY) benchmarks/bench_unlearn_step.py --quick
+	$(PY) benchmarks/bench_visual_only.py --size small
 	$(PY) benchmarks/plot.py
 
 clean:

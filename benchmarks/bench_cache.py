@@ -145,6 +145,31 @@ def main(argv=None) -> int:
     return 0
 
 
+def prefetch_overlap(cache, batches, device, reps: int, matmul_side: int) -> dict:
+    """How much of a prefetch's copy of ``batches[1]`` hides behind compute (square matmuls) of about
+    the length of one ``get(batches[0])``: median times and the hidden share of the copy."""
+    copy_ms = H.time_fn(lambda: cache.get(batches[0], device=device), device=device, reps=reps)["median_ms"]
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    a = torch.randn(matmul_side, matmul_side, device=device, dtype=dtype)
+    matmul_ms = H.time_fn(lambda: a @ a, device=device, reps=reps)["median_ms"]
+    n_mm = max(1, round(copy_ms / matmul_ms))
+
+    def compute():
+        for _ in range(n_mm):
+            a @ a
+
+    compute_ms = H.time_fn(compute, device=device, reps=reps)["median_ms"]
+
+    def both():
+        handle = cache.prefetch(batches[1], device=device)
+        compute()
+        return handle.wait()
+
+    both_ms = H.time_fn(both, device=device, reps=reps)["median_ms"]
+    return {"gather_ms": copy_ms, "compute_ms": compute_ms, "prefetch_and_compute_ms": both_ms,
+            "hidden_share": max(0.0, min(1.0, (compute_ms + copy_ms - both_ms) / copy_ms)), "result": both()}
+
+
 def cuda_report(feats, batches, nbytes, rows, base, env, reps) -> None:
     """Pinned vs pageable H2D, and how much of a prefetch's copy hides behind compute (CUDA only)."""
     dev = torch.device("cuda")
@@ -157,24 +182,9 @@ def cuda_report(feats, batches, nbytes, rows, base, env, reps) -> None:
         print(f"  {name:<13} {bw:6.1f} GB/s")
     cache = ActivationCache(torch.bfloat16)
     cache.put_batch(range(len(feats)), feats)
-    copy_ms = H.time_fn(lambda: cache.get(batches[0], device=dev), device=dev, reps=reps)["median_ms"]
-    a = torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16)
-    matmul_ms = H.time_fn(lambda: a @ a, device=dev, reps=reps)["median_ms"]
-    n_mm = max(1, round(copy_ms / matmul_ms))
-
-    def compute():
-        for _ in range(n_mm):
-            a @ a
-
-    compute_ms = H.time_fn(compute, device=dev, reps=reps)["median_ms"]
-
-    def both():
-        h = cache.prefetch(batches[1], device=dev)
-        compute()
-        h.wait()
-
-    both_ms = H.time_fn(both, device=dev, reps=reps)["median_ms"]
-    hidden = max(0.0, min(1.0, (compute_ms + copy_ms - both_ms) / copy_ms))
+    o = prefetch_overlap(cache, batches, dev, reps, matmul_side=4096)
+    copy_ms, compute_ms, both_ms, hidden = o["gather_ms"], o["compute_ms"], o["prefetch_and_compute_ms"], \
+        o["hidden_share"]
     rows.append({**base, "store": cache.backend, "op": "prefetch_overlap", "median_ms": both_ms,
                  "hidden_share": round(hidden, 3), **env})
     print(f"  prefetch copy {copy_ms:.2f} ms, compute {compute_ms:.2f} ms, both {both_ms:.2f} ms: "

@@ -66,12 +66,12 @@ def build(size: str, image_size: int | None = None):
     return LlavaForConditionalGeneration(cfg).eval()
 
 
-def tokenizer():
+def tokenizer(image_token: int = IMAGE_TOKEN):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     words = ["<unk>", "USER:", "ASSISTANT:", "what", "is", "the", "job", "of", "this", "person", "?", "baker", "pilot"]
-    vocab = {w: i for i, w in enumerate(words)} | {"<image>": IMAGE_TOKEN}
+    vocab = {w: i for i, w in enumerate(words)} | {"<image>": image_token}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", additional_special_tokens=["<image>"])

@@ -60,6 +60,28 @@ def test_unlearn_cli_end_to_end(tmp_path):
     changed = [n for (n, p), q in zip(unlearned.named_parameters(), model.parameters()) if not torch.equal(p, q)]
     assert changed and all("multi_modal_projector" in n or "layers.2." in n for n in changed)
     assert "unlearned in" in out.stdout
+    # VKD with a vision tap never runs W: the CLI took the visual-only path and said so, and the export
+    # rewrote the shard with the trained tensors from the base folder
+    assert "loading only the vision tower and projector" in out.stdout and result["visual_only"] is True
+    assert result["export"]["rewritten"] == ["model.safetensors"]
+    # --full-model trains the same weights bit for bit
+    full = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+                str(tmp_path / "run-full"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", "vkd.metric=mse",
+                "--full-model", "--save", "delta", cwd=tmp_path)
+    assert full.returncode == 0 and "loading only" not in full.stdout, full.stderr
+    from safetensors.torch import load_file
+
+    delta = load_file(tmp_path / "run-full" / "delta.safetensors")
+    trained = dict(unlearned.named_parameters())
+    assert delta and all(torch.equal(trained[n], t) for n, t in delta.items())
+    # `vkd-fast export` from a run folder (its delta.safetensors) gives the same model as --save full
+    exported = _run("export", str(tmp_path / "model"), str(tmp_path / "run-full"), str(tmp_path / "exported"),
+                    cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    again_model = AutoModelForImageTextToText.from_pretrained(tmp_path / "exported",
+                                                              attn_implementation=model.config._attn_implementation)
+    assert all(torch.equal(p, trained[n]) for n, p in again_model.named_parameters())
+
 
     again = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
                  str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", "vkd.metric=mse", cwd=tmp_path)
@@ -67,6 +89,30 @@ def test_unlearn_cli_end_to_end(tmp_path):
     other = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
                  str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", cwd=tmp_path)
     assert other.returncode == 2 and "holds a different run (options differ: vkd.metric)" in other.stderr
+
+
+@pytest.mark.slow
+def test_unlearn_cli_bf16_checkpoint_trains_in_fp32_on_both_paths(tmp_path):
+    """A hub checkpoint is bf16: both loading paths train in float32 by default and agree bit for bit;
+    --dtype auto keeps the checkpoint's dtype."""
+    T.tiny_llava().to(torch.bfloat16).save_pretrained(tmp_path / "model")
+    forget = _image_dir(tmp_path / "forget", 2, [200.0, 0.0, 0.0], 0)
+    retain = _image_dir(tmp_path / "retain", 2, [0.0, 0.0, 200.0], 1)
+    from safetensors.torch import load_file
+
+    deltas = {}
+    for flag in ("--visual-only", "--full-model"):
+        out = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain),
+                   "--output-dir", str(tmp_path / flag), flag, "--save", "delta", "steps=2", "batch_size=1",
+                   cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        deltas[flag] = load_file(tmp_path / flag / "delta.safetensors")
+    a, b = deltas["--visual-only"], deltas["--full-model"]
+    assert a.keys() == b.keys() and all(a[n].dtype == torch.float32 and torch.equal(a[n], b[n]) for n in a)
+    auto = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+                str(tmp_path / "auto"), "--dtype", "auto", "--save", "delta", "steps=1", "batch_size=1", cwd=tmp_path)
+    assert auto.returncode == 0, auto.stderr
+    assert all(t.dtype == torch.bfloat16 for t in load_file(tmp_path / "auto" / "delta.safetensors").values())
 
 
 @pytest.mark.slow

@@ -94,6 +94,8 @@ class VisualAdapter:
         ``attention_mask``): hidden states at image positions depend on the text before them.
         """
         t = self.parse_tap(tap)
+        if t.kind == "llm":
+            self.require_language_model(f"tap {tap!r}")
         if t.kind == "vision":
             out = self._run_vision(pixel_values, t.index, **image_kwargs)
             return self._pack(self._select_patch_tokens(out, **image_kwargs))
@@ -147,6 +149,24 @@ class VisualAdapter:
         """Visual tokens each image takes in the LLM input (what the prompt must hold)."""
         raise NotImplementedError
 
+    def visual_param_names(self) -> set[str]:
+        """Every parameter of V and P, whatever a tap reads (blocks after the feature block included)
+        and loose ones of P (e.g. LLaVA-NeXT's ``image_newline``)."""
+        return self._param_names([self.vision_tower, *self.projector_modules]) | set(
+            self.trainable_names("vision+projector"))
+
+    @property
+    def has_language_model(self) -> bool:
+        """False for a model loaded without its language model (:func:`vkd_fast.load_visual_model`)."""
+        return not any(p.is_meta for p in self.language_model.parameters())
+
+    def require_language_model(self, what: str) -> None:
+        """A clear error when ``what`` needs the language model and it was not loaded."""
+        if not self.has_language_model:
+            raise ValueError(f"{what} runs the language model, but this model was loaded without it "
+                             "(vkd_fast.load_visual_model: only the vision tower and projector are in memory); load "
+                             "the whole model with from_pretrained for that")
+
     def place_visual(self, device) -> None:
         """Move only V and P (with their buffers) to ``device``; the language model stays where it is.
         For projector / vision taps that is all training needs, so a 7B-class LLM never has to sit on
@@ -199,6 +219,7 @@ class VisualAdapter:
 
     def text_logits(self, input_ids, attention_mask=None) -> torch.Tensor:
         """Logits of a text-only forward (no image: V and P never run)."""
+        self.require_language_model("text_logits")
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     image_prompt_template = "USER: {image}\n{question} ASSISTANT:"

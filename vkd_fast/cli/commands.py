@@ -6,7 +6,7 @@ import json
 
 from .doctor import doctor_report
 from .options import config_from
-from .specs import _quiet_transformers, _tokenizer_for, _toy_world, load_items, load_model
+from .specs import _quiet_transformers, _tokenizer_for, _toy_world, load_items, load_model, load_visual
 
 
 def _eval_sets(args) -> dict:
@@ -127,18 +127,36 @@ def run_unlearn(args) -> int:
     # every option is checked before any data or model is loaded
     config, options = config_from(args.config, args.overrides, args.method, args.output_dir)
     method = create_method(args.method, options)
+    from pathlib import Path
+
+    local = Path(args.model).is_dir()
+    if args.visual_only and method.needs_language_model:
+        raise ValueError(f"--visual-only: method {args.method!r} with these options runs the language model (an llm "
+                         "tap, output terms, a mask or a baseline); drop --visual-only")
+    if args.visual_only and not local:
+        raise ValueError("--visual-only needs a local model directory (the toy models are loaded whole)")
+    visual_only = local and not method.needs_language_model and not args.full_model
     forget, retain = load_items(args.forget, args), load_items(args.retain, args)
-    model, tokenizer = load_model(args.model, args)
+    import torch
+
+    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    if visual_only:
+        print(f"loading only the vision tower and projector of {args.model}: {args.method} with these options never "
+              "runs the language model (--full-model loads everything)", flush=True)
+        model, tokenizer = load_visual(args.model, dtype), None
+    else:
+        model, tokenizer = load_model(args.model, args, dtype if local else None)
     if method.needs_tokenizer:  # it scores text
         tokenizer = _tokenizer_for(args, tokenizer)
     t0 = time.perf_counter()
     result = unlearn(model, forget, retain, method=method, config=config, tokenizer=tokenizer,
                      resume=args.resume, progress=True)
-    from pathlib import Path
-
     out = Path(args.output_dir)
+    exported = None
     if args.save == "full":
-        result.save_pretrained(out / "model")
+        # from a local checkpoint: rewrite only the shards that changed, the rest copied (no LLM in memory)
+        exported = result.save_pretrained(out / "model", base=args.model if local else None, link=args.link,
+                                          overwrite=args.resume)
     elif args.save == "delta":
         result.save_delta(out / "delta.safetensors")
     summary = {
@@ -146,7 +164,8 @@ def run_unlearn(args) -> int:
         "start_step": result.start_step, "first": result.history[0] if result.history else None,
         "last": result.history[-1] if result.history else None, "wall_seconds": time.perf_counter() - t0,
         "trainable": {k: v for k, v in result.trainable.items() if k != "names"},
-        "teacher_cache": result.teacher_cache, "saved": args.save,
+        "teacher_cache": result.teacher_cache, "saved": args.save, "visual_only": visual_only,
+        "export": {k: v for k, v in exported.items() if k != "changed"} if exported else None,
     }
     from ..utils.files import atomic_write
 
@@ -155,4 +174,28 @@ def run_unlearn(args) -> int:
     print(f"unlearned in {summary['wall_seconds']:.1f} s: loss {last.get('loss', float('nan')):.4g} "
           f"(retain {last.get('loss_retain', float('nan')):.4g}, forget {last.get('loss_forget', float('nan')):.4g}); "
           f"wrote {out / 'result.json'}")
+    return 0
+
+
+def run_export(args) -> int:
+    from pathlib import Path
+
+    from ..checkpoints import export_unlearned
+
+    source = Path(args.delta)
+    if source.is_dir():  # a run folder: its delta, else its latest checkpoint's trained tensors
+        from ..engine.checkpoint import latest_checkpoint
+
+        if (source / "delta.safetensors").is_file():
+            source = source / "delta.safetensors"
+        else:
+            ckpt = latest_checkpoint(source)
+            if ckpt is None:
+                raise ValueError(f"{args.delta}: a run folder with neither delta.safetensors nor a checkpoint")
+            source = ckpt / "trainable.safetensors"
+    report = export_unlearned(args.base, source, args.out, link=args.link, overwrite=args.overwrite)
+    print(f"exported {args.out} from {args.base} + {source} in {report['seconds']:.1f} s: "
+          f"{len(report['changed'])} tensors changed, {len(report['rewritten'])} shard(s) rewritten, "
+          f"{len(report['copied'])} copied, {len(report['linked'])} linked, {report['bytes_written'] / 2**20:.1f} MiB "
+          "written")
     return 0

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .commands import run_demo_cmd, run_eval, run_relearn, run_unlearn
+from .commands import run_demo_cmd, run_eval, run_export, run_relearn, run_unlearn
 from .doctor import _print_report, doctor_report
 from .options import load_plugins, options_help
 
@@ -70,9 +70,31 @@ def main(argv: list[str] | None = None) -> int:
                            "VKD_FAST_PLUGINS=a,b)")
     p_un.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     p_un.add_argument("--save", choices=("full", "delta", "none"), default="full",
-                      help="export: the full model (output-dir/model), the trained tensors only "
-                           "(output-dir/delta.safetensors), or nothing")
+                      help="export: the full model (output-dir/model; from a local checkpoint only the shards holding "
+                           "changed tensors are rewritten), the trained tensors only (output-dir/delta.safetensors), "
+                           "or nothing")
+    p_un.add_argument("--link", action="store_true",
+                      help="--save full: hard-link the unchanged shards instead of copying them (same filesystem)")
+    load = p_un.add_mutually_exclusive_group()
+    load.add_argument("--visual-only", action="store_true",
+                      help="load only the vision tower and projector (the default whenever the method never runs "
+                           "the language model: VKD with vision / projector taps and no output terms)")
+    load.add_argument("--full-model", action="store_true", help="load the whole model even when it is not needed")
+    p_un.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "auto"), default="float32",
+                      help="a local model's weights in memory (auto: the checkpoint's). float32, the default, trains "
+                           "in full precision and makes --visual-only and --full-model give the same weights")
     p_un.usage = "vkd-fast unlearn MODEL --forget SPEC --retain SPEC --output-dir DIR [options] [key=value ...]"
+    p_ex = sub.add_parser("export", help="write a complete unlearned checkpoint from a base folder and a delta",
+                          description="Copy BASE_DIR to OUT_DIR with the unlearned tensors of DELTA_OR_RUN_DIR (a "
+                                      "delta.safetensors, or a run folder: its delta or its latest checkpoint): only "
+                                      "the shards holding changed tensors are rewritten, the rest copied or "
+                                      "hard-linked; the language model is never in memory. Written into a temporary "
+                                      "folder, then renamed.")
+    p_ex.add_argument("base", metavar="BASE_DIR", help="the checkpoint folder the run started from")
+    p_ex.add_argument("delta", metavar="DELTA_OR_RUN_DIR")
+    p_ex.add_argument("out", metavar="OUT_DIR", help="a new folder")
+    p_ex.add_argument("--link", action="store_true", help="hard-link unchanged shards (same filesystem)")
+    p_ex.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     p_ev = sub.add_parser("eval", help="evaluate a model on every metric of METHOD.md section 4",
                           description="Multiple-choice accuracy (option log-likelihood) on the forget / retain, "
                                       "image / text-only sets of the toy world or a local MLLMU-Bench copy, and the "
@@ -132,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    runners = {"eval": run_eval, "relearn": run_relearn, "demo": run_demo_cmd}
+    runners = {"eval": run_eval, "relearn": run_relearn, "demo": run_demo_cmd, "export": run_export}
     if args.command in runners:
         try:
             return runners[args.command](args)

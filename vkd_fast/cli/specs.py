@@ -63,9 +63,10 @@ def load_items(spec: str, args=None) -> list[dict]:
                      "or a .jsonl file of {\"image\": path, ...} rows")
 
 
-def load_model(spec: str, args=None):
+def load_model(spec: str, args=None, dtype=None):
     """``toy:vanilla`` / ``toy:gold`` (the toy world's cached models, built on first use) or a local
-    model directory -> (model, tokenizer or None)."""
+    model directory -> (model, tokenizer or None). ``dtype``: of a local model's weights (None: the
+    checkpoint's)."""
     _quiet_transformers()
     if spec in ("toy:vanilla", "toy:gold"):
         from ..data import load_toy_models
@@ -78,13 +79,25 @@ def load_model(spec: str, args=None):
         raise ValueError(f"model {spec!r} must be toy:vanilla, toy:gold or a local model directory")
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-    model = AutoModelForImageTextToText.from_pretrained(spec, local_files_only=True).eval()
+    model = AutoModelForImageTextToText.from_pretrained(spec, local_files_only=True,
+                                                        **({"dtype": dtype} if dtype is not None else {})).eval()
     model.requires_grad_(False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
     except (OSError, ValueError):
         tokenizer = None
     return model, tokenizer
+
+
+def load_visual(spec: str, dtype=None):
+    """A local model directory with only its vision tower and projector in memory (``dtype``: theirs;
+    None: the checkpoint's)."""
+    from ..checkpoints import load_visual_model
+
+    _quiet_transformers()
+    model = load_visual_model(spec, dtype=dtype)
+    model.requires_grad_(False)
+    return model
 
 
 def _tokenizer_for(args, tokenizer):

@@ -26,9 +26,21 @@ class UnlearnResult:
         save_delta(self.model, self.trainable["names"], path,
                    metadata={"method": self.method, "config": self.config, "options": self.options})
 
-    def save_pretrained(self, directory) -> None:
-        """Write the whole unlearned model with transformers' ``save_pretrained`` (loads back with
-        ``from_pretrained``). A LoRA run has adapter layers inside the model: export its delta instead."""
+    def save_pretrained(self, directory, base=None, *, link: bool = False, overwrite: bool = False):
+        """Write the whole unlearned model (loads back with ``from_pretrained``). With ``base`` (the
+        checkpoint folder the model came from) only the shards holding changed tensors are rewritten
+        and the rest copied (or hard-linked): no language model in memory
+        (:func:`vkd_fast.export_unlearned`); that is the only way for a model from
+        :func:`vkd_fast.load_visual_model`. Without it, transformers' ``save_pretrained``. A LoRA run
+        has adapter layers inside the model: export its delta instead."""
         if self.trainable.get("lora"):
             raise NotImplementedError("save_pretrained of a LoRA run is not supported yet: use save_delta")
+        if base is not None:
+            from ..checkpoints import export_unlearned
+
+            return export_unlearned(base, self.model, directory, link=link, overwrite=overwrite)
+        if any(p.is_meta for p in self.model.parameters()):
+            raise ValueError("this model was loaded without its language model (vkd_fast.load_visual_model): pass "
+                             "base=<the checkpoint folder it came from> to write the complete model")
         self.model.save_pretrained(directory)
+        return None

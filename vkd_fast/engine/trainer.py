@@ -105,6 +105,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     world_size, rank = world()
     method.check(forget, retain, tokenizer, world_size)
     adapter = get_adapter(model)  # unsupported models fail here, before any work
+    if method.needs_language_model:
+        adapter.require_language_model(f"method {method.name!r} with these options")
     spec, tap, lora = method.trainable_set()
     adapter.parse_tap(tap)
     if resume and not config.output_dir:

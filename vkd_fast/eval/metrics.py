@@ -125,6 +125,7 @@ def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> d
     if not items:
         raise ValueError("multiple_choice needs at least one item")
     check_positive_int("batch_size", batch_size)
+    adapter.require_language_model("evaluation")
     parsed, fast = [], {True: [], False: []}
     processed: dict[int, dict] = {}  # one preprocessing per distinct image object (items share images)
     for i, it in enumerate(items):
@@ -163,6 +164,7 @@ def generate_answers(model, adapter, tokenizer, items, max_new_tokens: int = 32)
     """Greedy answers (``model.generate``, no sampling) to items ``{"question", optional "image"}``, one
     item at a time (no padding effects), decoded without special tokens and stripped."""
     check_positive_int("max_new_tokens", max_new_tokens)
+    adapter.require_language_model("generation")
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers = []

@@ -98,6 +98,7 @@ def relearn(model, tokenizer, attack_items: list[dict], mode: str, config: Relea
     trainable set. ``model`` itself is not changed."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {tuple(MODES)}, got {mode!r}")
+    get_adapter(model).require_language_model("the relearning attack")
     attacked = copy.deepcopy(model)
     adapter = get_adapter(attacked)
     adapter.set_trainable(MODES[mode])

@@ -1,0 +1,185 @@
+"""The GPU check: one script to run on a CUDA machine (under 8 minutes) that writes one JSON.
+
+1. ``loss``: the Triton feature-distillation loss against the pure-torch reference (fp32, bf16) at
+   the benchmark shape (N=9216 rows, D=1024): loss and gradient differences, the full step's median
+   time, and the bandwidth it achieves (it reads student and target and writes the gradient) as a
+   share of a device copy measured in the same run.
+2. ``cache``: the activation cache's gather into device memory from pinned host memory, and how much
+   of a prefetch's copy hides behind compute of about the same length (16 images x 576 tokens x 1024,
+   bf16, per batch).
+3. ``vkd_step``: VKD on the LLaVA-1.5-7B-shaped checkpoint of bench_visual_only.py (written on first
+   use, cached), loaded with ``vf.load_visual_model`` (no language model in memory), trained with
+   bf16 autocast: peak CUDA memory and median step time.
+
+Without CUDA, ``--dry-run`` runs the same code paths on tiny CPU shapes (the Triton kernel under
+the interpreter, the cache unpinned, the small-shaped checkpoint), so the script is known to start
+before a GPU is rented; the JSON then says ``"dry_run": true`` and its timings mean nothing.
+
+    python benchmarks/gpu_check.py --out gpu_check.json          # on a CUDA machine
+    python benchmarks/gpu_check.py --dry-run --out /tmp/gc.json  # anywhere (tested)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+DRY = "--dry-run" in sys.argv
+if DRY:  # before anything imports triton: its kernels run on CPU tensors under the interpreter
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as H  # noqa: E402
+
+SHAPES = {  # (real, dry run)
+    "loss": ({"n": 9216, "d": 1024}, {"n": 64, "d": 32}),
+    "cache": ({"images": 64, "batch": 16, "tokens": 576, "d": 1024}, {"images": 8, "batch": 2, "tokens": 16, "d": 32}),
+    "vkd": ({"size": "7b", "steps": 8, "batch": 4}, {"size": "small", "steps": 2, "batch": 1}),
+}
+
+
+def check_loss(device, dry: bool) -> list[dict]:
+    from bench_feature_distill import copy_bandwidth
+
+    import vkd_fast as vf
+
+    shape = SHAPES["loss"][dry]
+    n, d = shape["n"], shape["d"]
+    bandwidth = copy_bandwidth(device, n * d * 4)
+    rows = []
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        g = torch.Generator().manual_seed(0)
+        s0 = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
+        t = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
+        results = {}
+        for backend in ("triton", "reference"):
+            s = s0.clone().requires_grad_()
+            loss = vf.feature_distill_loss(s, t, backend=backend)
+            loss.backward()
+            results[backend] = (loss.detach().float(), s.grad.float())
+        (lt, gt), (lr, gr) = results["triton"], results["reference"]
+        tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 1e-5}
+        close = bool(torch.allclose(lt, lr, **tol) and torch.allclose(gt, gr, **tol))
+        s = s0.clone().requires_grad_()
+
+        def step(s=s, t=t):
+            vf.feature_distill_loss(s, t, backend="triton").backward()
+            s.grad = None
+
+        timing = H.time_fn(step, device=device, warmup=2 if dry else 5, reps=3 if dry else 30)
+        moved = 3 * n * d * s0.element_size()  # read student and target, write the gradient
+        gbps = moved / (timing["median_ms"] * 1e-3) / 1e9
+        rows.append({"dtype": name, "n": n, "d": d, "matches_reference": close,
+                     "loss_abs_diff": float((lt - lr).abs().max()), "grad_max_abs_diff": float((gt - gr).abs().max()),
+                     **timing, "GBps": gbps, "copy_GBps": bandwidth, "share_of_copy": gbps / bandwidth})
+    return rows
+
+
+def check_cache(device, dry: bool) -> dict:
+    from bench_cache import prefetch_overlap
+
+    from vkd_fast import ActivationCache
+
+    shape = SHAPES["cache"][dry]
+    g = torch.Generator().manual_seed(0)
+    feats = [torch.randn(shape["tokens"], shape["d"], generator=g).to(torch.bfloat16) for _ in range(shape["images"])]
+    cache = ActivationCache(torch.bfloat16)  # pinned on a CUDA machine, pageable elsewhere
+    cache.put_batch(range(len(feats)), feats)
+    perm = torch.randperm(shape["images"], generator=g).tolist()
+    batches = [perm[:shape["batch"]], perm[shape["batch"]:2 * shape["batch"]]]
+    reps = 3 if dry else 20
+    nbytes = shape["batch"] * shape["tokens"] * shape["d"] * 2
+    o = prefetch_overlap(cache, batches, device, reps, matmul_side=64 if dry else 4096)
+    got, _ = o.pop("result")
+    expected = torch.cat([feats[k] for k in batches[1]]).to(device)
+    out = {"pinned": cache.pinned, "backend": cache.backend, "batch_bytes": nbytes, **o,
+           "gather_GBps": nbytes / (o["gather_ms"] * 1e-3) / 1e9,
+           "prefetch_matches": bool(torch.equal(got.reshape(expected.shape), expected))}
+    cache.close()
+    return out
+
+
+def check_vkd_step(device, dry: bool, cache_dir: Path) -> dict:
+    import bench_visual_only as B
+
+    import vkd_fast as vf
+    from vkd_fast.utils import measure
+
+    shape = SHAPES["vkd"][dry]
+    size = shape["size"]
+    ckpt = cache_dir / f"llava-1.5-{size}-shaped-{B.cache_key(size)}"
+    wrote = None
+    if not ckpt.is_dir():
+        t0 = time.perf_counter()
+        tmp = ckpt.with_name(f".{ckpt.name}.tmp-{os.getpid()}")
+        B.write_checkpoint(size, tmp)
+        os.replace(tmp, ckpt)
+        wrote = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model = vf.load_visual_model(ckpt)
+    load_s = time.perf_counter() - t0
+    side = B.SHAPES[size]["vision"]["image_size"]
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+
+    def images(n, base):
+        return [{"image": Image.fromarray((torch.rand(side, side, 3, generator=g) * 60 + base).clamp(0, 255)
+                                          .to(torch.uint8).numpy())} for _ in range(n)]
+
+    forget, retain = images(2 * shape["batch"], 200.0), images(2 * shape["batch"], 20.0)
+    config = vf.UnlearnConfig(steps=shape["steps"], batch_size=shape["batch"], lr=1e-4, log_every=1,
+                              device=str(device), amp="bf16")
+    with measure(device) as m:
+        result = vf.unlearn(model, forget, retain, config=config)
+    steps = [r["step_seconds"] for r in result.history if "step_seconds" in r]
+    last = result.history[-1]
+    return {"checkpoint": str(ckpt), "checkpoint_write_seconds": wrote, "load_seconds": load_s,
+            "visual_params": sum(p.numel() for p in model.parameters() if not p.is_meta),
+            "steps": len(steps), "images_per_side": shape["batch"], "amp": "bf16" if device.type == "cuda" else "off",
+            "step_seconds_median": statistics.median(steps[1:] or steps), "first_step_seconds": steps[0],
+            "peak_memory_bytes": m["peak_extra_bytes"], "memory_kind": m["memory_kind"],
+            "loss_finite": all(v == v and abs(v) != float("inf") for k, v in last.items() if k.startswith("loss")),
+            "seconds": m["seconds"]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="gpu_check.json", help="the JSON report")
+    ap.add_argument("--dry-run", action="store_true", help="tiny CPU shapes (no CUDA needed): the code paths only")
+    ap.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/vkd_fast/bench"),
+                    help="where the 7B-shaped checkpoint is (written on first use, ~14 GB)")
+    args = ap.parse_args(argv)
+    if args.dry_run != DRY:
+        raise SystemExit("--dry-run must be given on the command line")
+    if not args.dry_run and not torch.cuda.is_available():
+        raise SystemExit("gpu_check: no CUDA device; run with --dry-run to check the code paths on CPU")
+    device = torch.device("cpu" if args.dry_run else "cuda")
+    t0 = time.perf_counter()
+    report = {"dry_run": args.dry_run, "environment": H.environment()}
+    report["loss"] = check_loss(device, args.dry_run)
+    print(json.dumps(report["loss"], indent=1), flush=True)
+    report["cache"] = check_cache(device, args.dry_run)
+    print(json.dumps(report["cache"], indent=1), flush=True)
+    report["vkd_step"] = check_vkd_step(device, args.dry_run, Path(args.cache_dir))
+    print(json.dumps(report["vkd_step"], indent=1), flush=True)
+    report["ok"] = (all(r["matches_reference"] for r in report["loss"]) and report["cache"]["prefetch_matches"]
+                    and report["vkd_step"]["loss_finite"])
+    report["seconds"] = time.perf_counter() - t0
+    from vkd_fast.utils.files import atomic_write
+
+    atomic_write(Path(args.out), json.dumps(report, indent=1))
+    print(f"gpu_check {'(dry run) ' if args.dry_run else ''}{'OK' if report['ok'] else 'FAILED'} in "
+          f"{report['seconds']:.0f} s: wrote {args.out}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
