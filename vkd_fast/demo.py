@@ -20,6 +20,7 @@ from .eval.protocol import evaluate, toy_eval_sets
 from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
 from .utils.memory import measure
+from .utils.options import check_types
 from .utils.text import pad_right
 
 METHODS = ("vkd", "ga", "grad_diff", "kl_min", "npo", "mmunlearner")
@@ -52,6 +53,7 @@ class DemoConfig:
     bars: Bars = field(default_factory=Bars)  # what VKD is held to (PASS / FAIL at the end)
 
     def __post_init__(self) -> None:
+        check_types(self)
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(self.methods)}")

@@ -12,7 +12,7 @@ import torch
 from _items import FORGET, RETAIN
 
 import vkd_fast as vf
-from vkd_fast.engine import batch_plan, cosine_schedule, lr_factor
+from vkd_fast.engine import batch_plan, cosine_schedule, lr_factor, step_generator
 from vkd_fast.methods import Batch
 
 STEPS, BATCH, LR, SEED = 6, 2, 3e-3, 4
@@ -31,7 +31,30 @@ def test_plan_shares_and_interleaving():
         micro = [ranks[r][2 * step + m] for r in range(2) for m in range(2)]
         assert sum((b.forget for b in micro), []) == whole.forget and all(len(b.forget) == 1 for b in micro)
     inter = batch_plan(4, 10, 3, 4, torch.Generator().manual_seed(0), interleave=True)
-    assert inter == [Batch(plan[0].forget, []), Batch([], plan[1].retain), Batch(plan[2].forget, [])]
+    assert list(inter) == [Batch(plan[0].forget, []), Batch([], plan[1].retain), Batch(plan[2].forget, [])]
+
+
+def test_the_plan_is_lazy_and_equals_drawing_every_step_up_front():
+    g = torch.Generator().manual_seed(3)
+    state = g.get_state()
+    plan = batch_plan(5, 7, steps=50, batch_size=4, generator=g, grad_accum=2)
+    assert torch.equal(g.get_state(), state)  # the generator passed in is not advanced
+    ref = torch.Generator().manual_seed(3)  # the eager plan: both sides of every step, in step order
+    eager = []
+    for _ in range(50):
+        fi = torch.randint(0, 5, (4,), generator=ref).tolist()
+        ri = torch.randint(0, 7, (4,), generator=ref).tolist()
+        eager += [Batch(fi[:2], ri[:2]), Batch(fi[2:], ri[2:])]
+    assert list(plan) == eager and plan[-1] == eager[-1] and plan[3:6] == eager[3:6]
+    assert plan[7] == eager[7] and plan[90] == eager[90] and plan[1] == eager[1]  # backwards: redrawn
+    assert len(plan._held) <= 2  # memory does not grow with steps
+    huge = batch_plan(5, 7, steps=10**12, batch_size=4, generator=torch.Generator().manual_seed(3))
+    assert len(huge) == 10**12 and huge[0] == Batch(eager[0].forget + eager[1].forget, eager[0].retain + eager[1].retain)
+    for bad, message in ((dict(steps=0), "steps must be a positive int"), (dict(batch_size=3, grad_accum=2), "divisible"),
+                         (dict(generator=0), "generator must be a torch.Generator")):
+        kwargs = {"n_forget": 5, "n_retain": 7, "steps": 5, "batch_size": 4, "generator": torch.Generator(), **bad}
+        with pytest.raises((ValueError, TypeError), match=message):
+            batch_plan(**kwargs)
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -48,13 +71,14 @@ def _reference():
 
 
 def _prepared():
-    """A method object set up on a fresh model as vf.unlearn does: seed, set-up, plan from the run's generator."""
+    """A method object set up on a fresh model as vf.unlearn does: seed, set-up, the plan from the seed, the
+    steps' own draws from step_generator(seed)."""
     model = T.tiny_llava()
     torch.manual_seed(SEED)
     method = vf.methods.VKD(OPTIONS)
     method.prepare(model, FORGET, RETAIN, seed=SEED)
-    gen = torch.Generator().manual_seed(SEED)
-    plan = batch_plan(len(FORGET), len(RETAIN), STEPS, BATCH, gen)
+    gen = step_generator(SEED)
+    plan = batch_plan(len(FORGET), len(RETAIN), STEPS, BATCH, torch.Generator().manual_seed(SEED))
     opt = torch.optim.AdamW(method.parameters(), lr=LR, weight_decay=0.0)
     return model, method, gen, plan, opt, cosine_schedule(opt, STEPS)
 

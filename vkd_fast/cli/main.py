@@ -147,9 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         stray = [a for a in rest if a not in args.overrides]
         if stray:
             p_un.error(f"unrecognized arguments: {' '.join(stray)}")
+        from ..engine import NonFiniteLossError
+
         try:
             return run_unlearn(args)
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, NonFiniteLossError) as exc:
             print(f"vkd-fast unlearn: error: {exc}", file=sys.stderr)
             return 2
     if rest:

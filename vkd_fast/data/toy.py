@@ -25,6 +25,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ..utils.options import check_types
 from ..utils.validate import check_positive_int
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {
@@ -58,6 +59,7 @@ class ToyWorldConfig:
     brightness: float = 0.15  # +- relative
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("n_identities", "image_size", "n_train_images", "n_unseen_images"):
             check_positive_int(name, getattr(self, name))
         if self.n_identities < 4:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.options import check_types
 from ..utils.text import pad_right
 from ..utils.validate import check_positive_int
 from .toy import ToyWorld, ToyWorldConfig
@@ -56,6 +57,7 @@ class ToyModelConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name in ("vision_hidden", "vision_layers", "patch_size", "text_hidden", "text_layers", "heads",
                      "image_batch", "text_batch", "max_steps", "check_every", "warmup_steps"):
             check_positive_int(name, getattr(self, name))

@@ -4,9 +4,9 @@ logging, early stopping."""
 
 from .checkpoint import load_delta, save_delta
 from .config import UnlearnConfig
-from .plan import batch_plan, cosine_schedule, lr_factor
+from .plan import BatchPlan, batch_plan, cosine_schedule, lr_factor, step_generator
 from .result import UnlearnResult
-from .trainer import unlearn
+from .trainer import NonFiniteLossError, unlearn
 
-__all__ = ["UnlearnConfig", "UnlearnResult", "batch_plan", "cosine_schedule", "load_delta", "lr_factor", "save_delta",
-           "unlearn"]
+__all__ = ["BatchPlan", "NonFiniteLossError", "UnlearnConfig", "UnlearnResult", "batch_plan", "cosine_schedule",
+           "load_delta", "lr_factor", "save_delta", "step_generator", "unlearn"]

@@ -1,19 +1,23 @@
-"""Run folders, checkpoints and exports (safetensors / JSON; the optimizer state through
-``torch.save`` and ``torch.load(weights_only=True)``; never pickle).
+"""Run folders, checkpoints and exports: safetensors and JSON only (nothing is pickled).
 
-A run folder holds ``run.json`` (the options that determine the trajectory), what the method keeps of
-its set-up (VKD: ``teacher.vkdc``, the teacher cache, so a resumed run needs no teacher pass) and
-``checkpoint-<step>/`` folders with
-``trainable.safetensors`` (only the trainable tensors), ``optimizer.pt``, ``state.json`` (step,
-LR schedule) and ``rng.safetensors``. Every file and folder is written under a temporary name and
-renamed, so an interruption never leaves a half-written checkpoint.
+A run folder holds ``run.json`` (the options that determine the trajectory and the fingerprints of
+the starting model and the data), what the method keeps of its set-up (VKD: ``teacher.vkdc``, the
+teacher cache, so a resumed run needs no teacher pass) and ``checkpoint-<step>/`` folders with
+``trainable.safetensors`` (only the trainable tensors), ``optimizer.safetensors`` (the optimizer's
+tensors; its other state and param groups in ``state.json``), ``rng.safetensors`` and
+``state.json`` (step, LR schedule, and the SHA-256 of every other file of the checkpoint, verified
+on resume). Every file and folder is written under a temporary name and renamed, so an
+interruption never leaves a half-written checkpoint; a damaged one is reported and the previous
+good one is used.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -21,7 +25,13 @@ import torch
 from ..utils.files import atomic_write
 
 RUN_FILE = "run.json"
-FORMAT = 1
+FORMAT = 1  # of run.json and deltas
+CHECKPOINT_FORMAT = 2  # 1: a pickled optimizer.pt, no checksums
+_FILES = ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors")
+
+
+class CheckpointDamaged(ValueError):
+    """A checkpoint folder that is incomplete or whose files do not match their recorded checksums."""
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -51,12 +61,91 @@ def prepare_run_dir(output_dir, trajectory: dict, resume: bool) -> Path:
     return path
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    steps = sorted((int(p.name.split("-")[1]), p) for p in Path(run_dir).glob("checkpoint-*") if p.is_dir())
-    return steps[-1][1] if steps else None
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
-def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, generator) -> Path:
+def checkpoint_dirs(run_dir) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of the ``checkpoint-<step>`` folders, newest first (stray names ignored)."""
+    out = []
+    for p in Path(run_dir).glob("checkpoint-*"):
+        tail = p.name[len("checkpoint-"):]
+        if p.is_dir() and tail.isdigit():
+            out.append((int(tail), p))
+    return sorted(out, reverse=True)
+
+
+def verify_checkpoint(ckpt) -> dict:
+    """The checkpoint's ``state.json`` once every file matches its checksum; else
+    :class:`CheckpointDamaged` saying what is wrong. A checkpoint of an older vkd_fast (pickled
+    optimizer state) is a ``ValueError`` of its own: it cannot be resumed."""
+    ckpt = Path(ckpt)
+    if (ckpt / "optimizer.pt").exists():
+        raise ValueError(f"{ckpt} was written by an older vkd_fast (a pickled optimizer state, optimizer.pt), which "
+                         "this version never loads: start a new run in another output_dir")
+    try:
+        state = json.loads((ckpt / "state.json").read_text())
+    except FileNotFoundError:
+        raise CheckpointDamaged(f"{ckpt}: incomplete (no state.json)") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointDamaged(f"{ckpt}: state.json is damaged ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT \
+            or not isinstance(state.get("files"), dict):
+        raise CheckpointDamaged(f"{ckpt}: state.json is not a vkd_fast checkpoint state of format {CHECKPOINT_FORMAT}")
+    for name in _FILES:
+        if not (ckpt / name).is_file():
+            raise CheckpointDamaged(f"{ckpt}: incomplete ({name} is missing)")
+        if _sha256(ckpt / name) != state["files"].get(name):
+            raise CheckpointDamaged(f"{ckpt}: {name} does not match its checksum (the file was changed or damaged)")
+    return state
+
+
+def latest_checkpoint(run_dir, report=None) -> Path | None:
+    """The newest checkpoint that verifies; damaged or incomplete ones are reported (a warning, and
+    ``report(message)`` if given) and skipped."""
+    for _step, path in checkpoint_dirs(run_dir):
+        try:
+            verify_checkpoint(path)
+        except CheckpointDamaged as exc:
+            message = f"skipping {exc}; using the previous checkpoint"
+            warnings.warn(message, stacklevel=2)
+            if report is not None:
+                report(message)
+            continue
+        return path
+    return None
+
+
+def _optimizer_parts(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state dict as safetensors tensors + JSON (tensors keyed ``state.<param>.<key>``)."""
+    sd = optimizer.state_dict()
+    tensors, state = {}, {}
+    for idx, entry in sd["state"].items():
+        state[str(idx)] = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = value.detach().contiguous()
+                state[str(idx)][key] = None  # in the safetensors file
+            else:
+                state[str(idx)][key] = value
+    return tensors, {"state": state, "param_groups": sd["param_groups"]}
+
+
+def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state = {}
+    for idx, entry in meta["state"].items():
+        state[int(idx)] = {k: tensors[f"state.{idx}.{k}"] if v is None else v for k, v in entry.items()}
+    groups = [{**g, **({"betas": tuple(g["betas"])} if isinstance(g.get("betas"), list) else {})}
+              for g in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, generators: dict) -> Path:
+    """Write ``checkpoint-<step>`` (``generators``: name -> ``torch.Generator``)."""
     from safetensors.torch import save_file
 
     final = Path(run_dir) / f"checkpoint-{step}"
@@ -64,19 +153,23 @@ def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, gener
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_file({n: p.detach().contiguous() for n, p in named}, str(tmp / "trainable.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    save_file({"generator": generator.get_state()}, str(tmp / "rng.safetensors"))
-    _write_json(tmp / "state.json", {"format": FORMAT, "step": step, "scheduler": scheduler.state_dict()})
+    opt_tensors, opt_meta = _optimizer_parts(optimizer)
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    save_file({k: g.get_state() for k, g in generators.items()}, str(tmp / "rng.safetensors"))
+    files = {name: _sha256(tmp / name) for name in _FILES}
+    _write_json(tmp / "state.json", {"format": CHECKPOINT_FORMAT, "step": step, "scheduler": scheduler.state_dict(),
+                                     "optimizer": opt_meta, "files": files})
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final
 
 
-def load_checkpoint(ckpt: Path, named, optimizer, scheduler, generator) -> int:
-    """Restores a checkpoint into the live objects and returns its step."""
+def load_checkpoint(ckpt: Path, named, optimizer, scheduler, generators: dict) -> int:
+    """Verifies a checkpoint, restores it into the live objects and returns its step."""
     from safetensors.torch import load_file
 
     ckpt = Path(ckpt)
+    state = verify_checkpoint(ckpt)
     weights = load_file(str(ckpt / "trainable.safetensors"))
     names = {n for n, _ in named}
     if set(weights) != names:
@@ -85,10 +178,11 @@ def load_checkpoint(ckpt: Path, named, optimizer, scheduler, generator) -> int:
     with torch.no_grad():
         for n, p in named:
             p.copy_(weights[n])
-    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    state = json.loads((ckpt / "state.json").read_text())
+    optimizer.load_state_dict(_optimizer_state(load_file(str(ckpt / "optimizer.safetensors")), state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(load_file(str(ckpt / "rng.safetensors"))["generator"])
+    rng = load_file(str(ckpt / "rng.safetensors"))
+    for k, g in generators.items():
+        g.set_state(rng[k])
     return int(state["step"])
 
 

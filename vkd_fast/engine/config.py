@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..utils.options import option, to_dict
+from ..utils.options import check_types, option, to_dict
 from ..utils.validate import check_choice, check_positive_int
 
 
@@ -40,6 +40,7 @@ class UnlearnConfig:
     save_every: int = option(0, "steps between checkpoints (0 = only the last step)")
 
     def __post_init__(self) -> None:
+        check_types(self)
         check_choice("amp", self.amp, ("bf16", "off"))
         check_choice("batch_mode", self.batch_mode, ("mixed", "interleaved"))
         for name in ("steps", "batch_size", "log_every", "grad_accum"):
@@ -49,6 +50,14 @@ class UnlearnConfig:
         for name in ("weight_decay", "grad_clip", "warmup_steps", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.device is not None:
+            import torch
+
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError, ValueError):
+                raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', or None, got "
+                                 f"{self.device!r}") from None
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 

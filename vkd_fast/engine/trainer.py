@@ -5,14 +5,17 @@ the frozen LLM), bf16 autocast on CUDA, the optimiser and schedule, saliency-mas
 first-step check that every trainable tensor gets a gradient, run folders with checkpoints and
 exact resume, logging and early stopping. The method (vkd_fast.methods) owns everything else.
 
-Step losses stay on the device: they are read back to the host (one synchronisation) only every
-``log_every`` steps, at evaluations and at the end.
+Step losses stay on the device: on an accelerator they are read back to the host (one
+synchronisation) only every ``log_every`` steps, before a checkpoint and at the end; on the CPU,
+where a read costs nothing, after every step. Each read checks them: a non-finite loss, term or
+gradient norm stops the run (:class:`NonFiniteLossError`) before anything of that step is saved.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import resource
 import sys
 import time
@@ -27,7 +30,7 @@ from ..methods.saliency import apply_mask
 from .checkpoint import latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
 from .config import UnlearnConfig
 from .distributed import barrier, world, wrap_student
-from .plan import batch_plan, cosine_schedule
+from .plan import batch_plan, cosine_schedule, step_generator
 from .result import UnlearnResult
 
 
@@ -52,7 +55,9 @@ class _History:
         self.done: list[dict] = []
         self.pending: list[tuple[dict, list[torch.Tensor], list[dict]]] = []
 
-    def add(self, record: dict, parts: list[torch.Tensor], terms: list[dict]) -> None:
+    def add(self, record: dict, parts: list[torch.Tensor], terms: list[dict], grad_norm=None) -> None:
+        if grad_norm is not None:
+            terms = [*terms, {"grad_norm": grad_norm * self.grad_accum}]  # summed / grad_accum below: the norm
         self.pending.append((record, parts, terms))
 
     def flush(self) -> list[dict]:
@@ -69,9 +74,24 @@ class _History:
                     sums[k] = sums.get(k, 0.0) + next(values) / self.grad_accum
             record.update(loss=loss, **sums)
             flushed.append(record)
+            if not all(math.isfinite(v) for k, v in record.items() if k == "loss" or k in sums):
+                self.done += flushed
+                self.pending = []
+                raise NonFiniteLossError(record)
         self.done += flushed
         self.pending = []
         return flushed
+
+
+class NonFiniteLossError(RuntimeError):
+    """A step's loss, one of its terms or the gradient norm is NaN or infinite: the run stops there."""
+
+    def __init__(self, record: dict, checkpoint=None):
+        self.record, self.checkpoint = record, checkpoint
+        where = f"the last good checkpoint is {checkpoint}" if checkpoint else "no checkpoint was written"
+        super().__init__(f"step {record['step']}: the loss is not finite ({_shown(record)}); the run stopped and "
+                         f"nothing from this step on is saved ({where}); lower lr, or check the loss weights and the "
+                         "data")
 
 
 def _shown(record: dict) -> str:
@@ -109,6 +129,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
         adapter.require_language_model(f"method {method.name!r} with these options")
     spec, tap, lora = method.trainable_set()
     adapter.parse_tap(tap)
+    if config.device is not None and torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={config.device!r}, but torch sees no CUDA device here (use device=None or 'cpu')")
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
     if config.batch_size % (world_size * config.grad_accum):
@@ -129,8 +151,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     summary = method.prepare(model, forget, retain, tokenizer=tokenizer, device=config.device,
                              run_dir=run_dir if rank == 0 else None, progress=progress and rank == 0,
                              world_size=world_size, seed=config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
-    plan = batch_plan(len(forget), len(retain), config.steps, config.batch_size, gen, world_size=world_size,
+    gen = step_generator(config.seed)  # the steps' own draws; the plan has its stream from the seed
+    plan = batch_plan(len(forget), len(retain), config.steps, config.batch_size,
+                      torch.Generator().manual_seed(config.seed), world_size=world_size,
                       rank=rank, grad_accum=config.grad_accum,
                       interleave=config.batch_mode == "interleaved" and method.two_sided)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -153,7 +176,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     if resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is not None:
-            start = load_checkpoint(ckpt, named, optimizer, scheduler, gen)
+            start = load_checkpoint(ckpt, named, optimizer, scheduler, {"generator": gen})
 
     device = next(adapter.vision_tower.parameters()).device
     # bf16 autocast on CUDA (fp32 elsewhere); the fused loss accumulates in fp32 and returns fp32
@@ -161,6 +184,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
            else contextlib.nullcontext())
     log = open(config.log_path, "a") if config.log_path and rank == 0 else None  # closed in the finally below
     history = _History(config.grad_accum)
+    to_log: list[dict] = []
     try:
         for step in range(start, config.steps):
             t0 = time.perf_counter()
@@ -180,8 +204,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
                     raise RuntimeError(f"{len(dead)} trainable tensors got no gradient in the first step, so they "
                                        f"would never change: {', '.join(dead[:10])}"
                                        + (" ..." if len(dead) > 10 else ""))
+            norm = None
             if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for _, p in named], config.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_([p for _, p in named], config.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -193,15 +218,26 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
             if eval_every and (step + 1) % eval_every == 0:
                 record["eval"] = float(eval_fn(model))
                 stop = stop_at is not None and record["eval"] <= stop_at
-            history.add(record, parts, terms)
+            history.add(record, parts, terms, norm)
             last = stop or step + 1 == config.steps
             due = last or (config.save_every and (step + 1) % config.save_every == 0)
+            log_now = (step + 1) % config.log_every == 0 or last
+            # the losses are read back (and checked: a non-finite step stops the run before anything of it
+            # is saved) at every step on the CPU, where a read costs nothing, and on an accelerator only
+            # when logging or saving
+            if device.type == "cpu" or due or log_now:
+                try:
+                    to_log += history.flush()
+                except NonFiniteLossError as exc:
+                    good = latest_checkpoint(run_dir) if run_dir is not None else None
+                    raise NonFiniteLossError(exc.record, good) from None
             if run_dir is not None and rank == 0 and due:
-                save_checkpoint(run_dir, step + 1, named, optimizer, scheduler, gen)
-            if (step + 1) % config.log_every == 0 or last:
-                for r in history.flush():
+                save_checkpoint(run_dir, step + 1, named, optimizer, scheduler, {"generator": gen})
+            if log_now:
+                for r in to_log:
                     if log is not None and (r["step"] % config.log_every == 0 or r is record):
                         log.write(json.dumps(r) + "\n")
+                to_log = []
                 if log is not None:
                     log.flush()
                 if progress and rank == 0:
@@ -209,7 +245,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
             if stop:
                 break
     finally:
-        history.flush()
+        with contextlib.suppress(NonFiniteLossError):
+            history.flush()
         if log is not None:
             log.close()
         for h in mask_hooks:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters import get_adapter
+from ..utils.options import check_types
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
 from ..utils.validate import check_positive_int
 from .metrics import multiple_choice, recovery
@@ -46,6 +47,7 @@ class RelearnConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_types(self)
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ValueError(f"modes must be a non-empty subset of {tuple(MODES)}, got {self.modes!r}")

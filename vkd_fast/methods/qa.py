@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters import check_trainable
-from ..utils.options import option
+from ..utils.options import check_types, option
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
 from .base import UnlearningMethod, check_qa
 
@@ -80,6 +80,7 @@ class QAOptions:
                                      "e.g. {r: 8, lora_alpha: 16}")
 
     def __post_init__(self) -> None:
+        check_types(self)
         check_trainable(self.trainable)
         if self.lora is not None and not isinstance(self.lora, dict):
             raise ValueError(f"lora must be a mapping of peft LoraConfig arguments or None, got {self.lora!r}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..utils.options import option
+from ..utils.options import check_types, option
 from ..utils.text import answer_ce
 from ..utils.validate import check_positive_int
 
@@ -21,6 +21,7 @@ class MaskOptions:
     mask_batches: int = option(4, "saliency mask: batches per side for the Fisher estimates")
 
     def __post_init__(self) -> None:
+        check_types(self)
         check_positive_int("mask_batches", self.mask_batches)
         if self.mask_ratio is not None and not 0 < self.mask_ratio <= 1:
             raise ValueError(f"mask_ratio must be in (0, 1] or None, got {self.mask_ratio!r}")

@@ -89,3 +89,33 @@ def from_mapping(cls, values: dict | None, where: str = "option"):
         raise ValueError(f"unknown {where}(s) {', '.join(unknown)}; known: {', '.join(names)}")
     hints = typing.get_type_hints(cls)
     return cls(**{k: _convert(k, hints[k], v, where) for k, v in values.items()})
+
+
+def check_types(obj, where: str | None = None) -> None:
+    """Type- and finiteness-check every field of an options dataclass against its annotation, naming
+    the field: ``int`` fields take ints (not bools, not 2.5), ``float`` fields finite numbers (an int is
+    stored as a float; NaN and infinities are refused), ``str`` / ``bool`` / ``dict`` / ``tuple``
+    fields those types, ``X | None`` also None. Call it first in ``__post_init__``."""
+    import math
+
+    where = where or type(obj).__name__
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        allowed = _base_types(hints.get(f.name, typing.Any))
+        if not all(isinstance(t, type) for t in allowed) or object in allowed:
+            continue  # Any, callables, ...: the class checks those itself
+        value = getattr(obj, f.name)
+        if value is None and type(None) in allowed:
+            continue
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool) and int not in allowed:
+            value = float(value)
+            object.__setattr__(obj, f.name, value)
+        if tuple in allowed and isinstance(value, list):
+            value = tuple(value)
+            object.__setattr__(obj, f.name, value)
+        if isinstance(value, bool) and bool not in allowed or not isinstance(value, allowed):
+            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in allowed)
+            raise ValueError(f"{where}.{f.name} must be {wanted}, got {value!r} ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}.{f.name} must be a finite number, got {value!r}")
+

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ...adapters import check_trainable, parse_tap
 from ...ops import METRICS
-from ...utils.options import option
+from ...utils.options import check_types, option
 from ...utils.validate import check_choice, check_positive_int
 from ..saliency import MaskOptions
 from .targets import get_forget_target
@@ -71,6 +71,7 @@ class VKDOptions(MaskOptions, _VKDFields):
     """VKD's options (the saliency mask's come last, from :class:`~vkd_fast.methods.saliency.MaskOptions`)."""
 
     def __post_init__(self) -> None:
+        check_types(self)
         super().__post_init__()
         parse_tap(self.tap)
         check_trainable(self.trainable)
