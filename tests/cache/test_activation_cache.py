@@ -1,5 +1,6 @@
 """ActivationCache: both stores (C++ and pure torch) against plain tensors, and against each other."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -275,6 +276,49 @@ def test_corruption_and_truncation_are_detected(backend, tmp_path):
     assert issubclass(CacheFormatError, ValueError)
 
 
+def test_every_flipped_prefix_or_header_byte_is_a_cache_format_error(tmp_path):
+    """Fuzz: each byte of the prefix and the header flipped (two ways), and random data bytes: the load
+    raises CacheFormatError -- never MemoryError, OverflowError or wrong data. Bytes that carry nothing
+    (the reserved word, zero padding) may be ignored, and then the contents must be intact."""
+    import struct
+    import zlib
+
+    path, data = _saved(tmp_path)
+    good = path.read_bytes()
+    header_len = struct.unpack_from("<Q", good, 16)[0]
+    data_start = -(-(32 + header_len) // 64) * 64
+    p = tmp_path / "fuzz.vkdc"
+    ignored = set(range(12, 16)) | set(range(28, 32)) | set(range(32 + header_len, data_start))
+    for pos in range(data_start):
+        for mask in (0x01, 0xFF):
+            raw = bytearray(good)
+            raw[pos] ^= mask
+            p.write_bytes(bytes(raw))
+            try:
+                cache = ActivationCache.load(p)
+            except CacheFormatError:
+                continue
+            assert pos in ignored, f"byte {pos} ^ {mask:#x} went unnoticed"
+            check_get(cache, data, list(data))
+    g = torch.Generator().manual_seed(0)
+    header = json.loads(good[32:32 + header_len])
+    ends = [o + r * header["dim"] * 4 for o, r in zip(header["offsets"], header["rows"])]
+    inside = [data_start + i for o, e in zip(header["offsets"], ends) for i in range(o, e)]
+    for i in torch.randint(len(inside), (64,), generator=g).tolist():
+        raw = bytearray(good)
+        raw[inside[i]] ^= 0x10
+        p.write_bytes(bytes(raw))
+        with pytest.raises(CacheFormatError, match="checksum mismatch in entry"):
+            ActivationCache.load(p)
+    # a header length of 2**63 (a flipped top bit) is refused before anything is allocated
+    raw = bytearray(good)
+    raw[23] ^= 0x80
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CacheFormatError, match="header length .* runs past the file"):
+        ActivationCache.load(p)
+    assert zlib.crc32(good) == zlib.crc32(path.read_bytes())
+
+
 @pytest.mark.slow
 def test_process_killed_during_save_leaves_the_previous_file_intact(tmp_path):
     path, data = _saved(tmp_path)
@@ -299,6 +343,9 @@ c.save({str(path)!r})
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert path.read_bytes() == before
+    check_get(ActivationCache.load(path), data, list(data))
+    ActivationCache.load(path).save(path)  # the next save of the same path removes what the killed one left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".c.vkdc.tmp-")]
     check_get(ActivationCache.load(path), data, list(data))
 
 

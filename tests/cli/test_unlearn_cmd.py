@@ -89,6 +89,12 @@ def test_unlearn_cli_end_to_end(tmp_path):
     other = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
                  str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", cwd=tmp_path)
     assert other.returncode == 2 and "holds a different run (options differ: vkd.metric)" in other.stderr
+    before = (tmp_path / "run" / "result.json").read_bytes()
+    done = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
+                str(tmp_path / "run"), "--config", str(tmp_path / "cfg.yaml"), "steps=6", "vkd.metric=mse", "--resume",
+                cwd=tmp_path)
+    assert done.returncode == 0 and "already finished at step 6" in done.stdout, done.stderr
+    assert (tmp_path / "run" / "result.json").read_bytes() == before  # the run's summary is kept
 
 
 @pytest.mark.slow
@@ -144,6 +150,28 @@ def test_unlearn_cli_errors_and_help(tmp_path):
     bad = _run("unlearn", str(tmp_path), "--forget", str(empty), "--retain", str(images), "--output-dir", str(tmp_path / "r2"),
                cwd=tmp_path)
     assert bad.returncode == 2 and "holds no image files" in bad.stderr
+    # checked before any model is loaded (the model path does not even exist) or any work is done
+    (tmp_path / "a-file").write_text("x")
+    missing = str(tmp_path / "no-such-model")
+    for extra, message in ((["--method", "foo"], "invalid choice: 'foo'"),
+                           (["lr=nan"], "UnlearnConfig.lr must be a finite number"),
+                           (["vkd.lambda_forget=inf"], "VKDOptions.lambda_forget must be a finite number"),
+                           (["vkd.trainable=everything"], "trainable must be"),
+                           (["warmup_steps=2.5"], "warmup_steps"),
+                           (["device=tpu"], "device must be a torch device"),
+                           ([f"log_path={tmp_path}"], "is a folder"),
+                           ([f"log_path={tmp_path / 'nope' / 'log.jsonl'}"], "does not exist")):
+        bad = _run("unlearn", missing, "--forget", str(images), "--retain", str(images), "--output-dir",
+                   str(tmp_path / "r3"), *extra, cwd=tmp_path)
+        last = bad.stderr.strip().splitlines()[-1]  # argparse's own errors come after its usage line
+        assert bad.returncode == 2 and message in last and "Traceback" not in bad.stderr, (extra, bad.stderr)
+    bad = _run("unlearn", missing, "--forget", str(images), "--retain", str(images), "--output-dir",
+               str(tmp_path / "a-file"), cwd=tmp_path)
+    assert bad.returncode == 2 and "is a file; choose a folder" in bad.stderr
+    for extra, message in ((["--batch-size", "0"], "--batch-size must be >= 1"),
+                           (["--output", str(tmp_path)], "is a folder; give a file name")):
+        bad = _run("eval", missing, *extra, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, (extra, bad.stderr)
 
 
 @pytest.mark.slow

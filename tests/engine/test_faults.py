@@ -167,3 +167,60 @@ def test_the_cli_exports_nothing_after_a_non_finite_loss(tmp_path):
     left = sorted(p.name for p in (tmp_path / "run").iterdir())
     assert "model" not in left and "delta.safetensors" not in left and "result.json" not in left
     assert "checkpoint-1" in left and "checkpoint-2" not in left
+
+
+def test_resume_refuses_another_model_or_other_data(tmp_path):
+    run = tmp_path / "run"
+    cfg = vf.UnlearnConfig(**{**CFG, "steps": 3}, output_dir=str(run))
+    with pytest.raises(NonFiniteLossError):  # an interrupted run: checkpoints 1 and 2
+        vf.unlearn(T.tiny_llava(), FORGET, RETAIN, method=_NaNAtStep3(), config=cfg)
+    other = T.tiny_llava()
+    with torch.no_grad():
+        other.lm_head.weight.mul_(1.5)  # another language model, the same vision side (toy:gold for toy:vanilla)
+    with pytest.raises(ValueError, match="resume refused: the model's language model weights differ"):
+        vf.unlearn(other, FORGET, RETAIN, config=cfg, resume=True)
+    unlearned = T.tiny_llava()
+    vf.unlearn(unlearned, FORGET, RETAIN, config=vf.UnlearnConfig(steps=1, batch_size=2))
+    with pytest.raises(ValueError, match="vision tower / projector weights differ"):  # not the original model
+        vf.unlearn(unlearned, FORGET, RETAIN, config=cfg, resume=True)
+    with pytest.raises(ValueError, match="resume refused: the retain data differ"):
+        vf.unlearn(T.tiny_llava(), FORGET, RETAIN[::-1], config=cfg, resume=True)
+    with pytest.raises(ValueError, match="the forget data differ"):
+        vf.unlearn(T.tiny_llava(), [{**FORGET[0], "question": "other?"}, *FORGET[1:]], RETAIN, config=cfg,
+                   resume=True)
+    vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg, resume=True)  # the right ones: it completes
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    with pytest.raises(vf.engine.RunFinished, match="already finished at step 3"):
+        vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=cfg, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before  # nothing changed
+
+
+def test_images_are_pil_or_local_paths_and_urls_are_refused(tmp_path, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("vkd_fast tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    items = [dict(it) for it in FORGET]
+    items[1]["image"] = "http://127.0.0.1:9/x.png"
+    with pytest.raises(ValueError, match=r"forget\[1\]\['image'\] is a URL .*never reads the network"):
+        vf.unlearn(T.tiny_llava(), items, RETAIN, config=vf.UnlearnConfig(steps=1, batch_size=2))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    items[1]["image"] = str(tmp_path / "bad.png")
+    with pytest.raises(ValueError, match=r"forget\[1\]\['image'\]: cannot read the image file"):
+        vf.unlearn(T.tiny_llava(), items, RETAIN, config=vf.UnlearnConfig(steps=1, batch_size=2))
+    items[1]["image"] = 7
+    with pytest.raises(ValueError, match="must be a PIL image or a local image path"):
+        vf.unlearn(T.tiny_llava(), items, RETAIN, config=vf.UnlearnConfig(steps=1, batch_size=2))
+    # a local path trains exactly as the PIL image it holds
+    paths = []
+    for i, it in enumerate(FORGET):
+        it["image"].save(tmp_path / f"{i}.png")
+        paths.append({**it, "image": tmp_path / f"{i}.png"})
+    a, b = T.tiny_llava(), T.tiny_llava()
+    vf.unlearn(a, paths, RETAIN, config=vf.UnlearnConfig(steps=2, batch_size=2))
+    vf.unlearn(b, [{**it, "image": it["image"].convert("RGB")} for it in FORGET], RETAIN,
+               config=vf.UnlearnConfig(steps=2, batch_size=2))
+    pb = dict(b.named_parameters())
+    assert all(torch.equal(p, pb[n]) for n, p in a.named_parameters())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.files import remove_stale
 from .store import _ALIGN, _DTYPE_NAMES, _DTYPES, _memview, _round_up
 
 FORMAT_VERSION = 1
@@ -49,6 +50,7 @@ def save_cache(cache, path: str | os.PathLike) -> None:
     blob = json.dumps(header, separators=(",", ":")).encode()
     prefix = _PREFIX.pack(_MAGIC, FORMAT_VERSION, 0, len(blob), zlib.crc32(blob)).ljust(_PREFIX_BYTES, b"\0")
     data_start = _round_up(_PREFIX_BYTES + len(blob), _ALIGN)
+    remove_stale(path.parent, f".{path.name}.tmp-")  # what a killed save of this path left
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     try:
         with open(tmp, "wb") as f:
@@ -96,6 +98,9 @@ def load_cache(cls, path: str | os.PathLike, mmap: bool = False, backend: str = 
         if version != FORMAT_VERSION:
             raise CacheFormatError(
                 f"{path}: format version {version}, this vkd_fast reads version {FORMAT_VERSION}")
+        if _PREFIX_BYTES + header_len > size:  # checked before anything of that length is allocated
+            raise CacheFormatError(f"{path}: truncated or corrupted (the header length {header_len} runs past the "
+                                   f"file's {size} bytes)")
         blob = f.read(header_len)
     if len(blob) < header_len:
         raise CacheFormatError(f"{path}: truncated inside the header ({size} bytes)")
@@ -112,6 +117,8 @@ def load_cache(cls, path: str | os.PathLike, mmap: bool = False, backend: str = 
         raise CacheFormatError(f"{path}: malformed header ({exc})") from None
     if not ok:
         raise CacheFormatError(f"{path}: malformed header (per-entry lists differ in length or hold non-integers)")
+    if dim < 0 or data_bytes < 0:
+        raise CacheFormatError(f"{path}: malformed header (negative dim or data length)")
     elt = torch.empty((), dtype=dtype).element_size()
     data_start = _round_up(_PREFIX_BYTES + header_len, _ALIGN)
     expected = data_start + data_bytes

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.files import remove_stale
 from .names import match_names
 from .safetensors_io import DTYPES, CheckpointError, checkpoint_files, read_header, read_tensors, write_safetensors
 
@@ -37,16 +38,6 @@ def _unlearned_tensors(model_or_delta) -> tuple[dict[str, torch.Tensor], bool]:
                               "a dict of tensors")
     header, _ = read_header(path)
     return read_tensors(path, [n for n in header if n != "__metadata__"]), False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -100,10 +91,7 @@ def export_unlearned(base_dir, model_or_delta, out_dir, *, link: bool = False, o
     # a temporary folder beside out_dir; what a killed export of the same out_dir left is removed
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{out_dir.name}{_TMP_MARK}"
-    for stale in out_dir.parent.glob(prefix + "*"):
-        pid = stale.name[len(prefix):].split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(out_dir.parent, prefix)
     tmp = out_dir.parent / f"{prefix}{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     report = {"changed": sorted(changed), "rewritten": [], "copied": [], "linked": [], "bytes_written": 0}

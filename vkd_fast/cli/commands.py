@@ -25,9 +25,29 @@ def _write_report(path, report: dict) -> None:
     write_json(path, {**report, "environment": doctor_report()})
 
 
+def _check_output_file(option: str, path) -> None:
+    """An output file's path, checked before any work: not a folder, its folder existing."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file name (e.g. {p / 'report.json'})")
+    if not p.parent.is_dir():
+        raise ValueError(f"{option} {path}: the folder {p.parent} does not exist")
+
+
+def _check_positive(option: str, value) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{option} must be >= 1, got {value}")
+
+
 def run_eval(args) -> int:
     from ..eval import evaluate, text_table
 
+    _check_output_file("--output", args.output)  # before any work
+    _check_positive("--batch-size", args.batch_size)
     sets = _eval_sets(args)
     free = None
     if args.data == "mllmu" and args.max_new_tokens > 0:
@@ -66,6 +86,7 @@ def _seeds(text: str) -> tuple[int, ...]:
 def run_relearn(args) -> int:
     from ..eval.relearn import AttackGrid, attack_grid
 
+    _check_output_file("--output", args.output)
     modes, seeds = tuple(args.modes.split(",")), _seeds(args.seeds if args.seeds else str(args.seed))
     if args.grid:
         grid = AttackGrid(modes=modes, seeds=seeds, batch_size=args.attack_batch_size)
@@ -129,6 +150,10 @@ def run_unlearn(args) -> int:
     method = create_method(args.method, options)
     from pathlib import Path
 
+    _check_output_file("log_path", config.log_path)
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise ValueError(f"--output-dir {args.output_dir} is a file; choose a folder")
+
     local = Path(args.model).is_dir()
     if args.visual_only and method.needs_language_model:
         raise ValueError(f"--visual-only: method {args.method!r} with these options runs the language model (an llm "
@@ -149,8 +174,14 @@ def run_unlearn(args) -> int:
     if method.needs_tokenizer:  # it scores text
         tokenizer = _tokenizer_for(args, tokenizer)
     t0 = time.perf_counter()
-    result = unlearn(model, forget, retain, method=method, config=config, tokenizer=tokenizer,
-                     resume=args.resume, progress=True)
+    from ..engine import RunFinished
+
+    try:
+        result = unlearn(model, forget, retain, method=method, config=config, tokenizer=tokenizer,
+                         resume=args.resume, progress=True)
+    except RunFinished as exc:  # nothing to do: the run's result.json and export stay as they are
+        print(exc)
+        return 0
     out = Path(args.output_dir)
     exported = None
     if args.save == "full":

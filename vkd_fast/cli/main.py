@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return run_unlearn(args)
-        except (ValueError, TypeError, KeyError, NonFiniteLossError) as exc:
+        except (ValueError, TypeError, KeyError, FileNotFoundError, NonFiniteLossError) as exc:
             print(f"vkd-fast unlearn: error: {exc}", file=sys.stderr)
             return 2
     if rest:

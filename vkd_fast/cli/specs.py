@@ -23,6 +23,16 @@ def _toy_world(args):
                                    forget_fraction=getattr(args, "forget_fraction", 0.1)))
 
 
+def _open_image(where: str, path):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as exc:  # missing, unreadable, not an image, truncated
+        raise ValueError(f"dataset {where}: cannot read the image {path} ({exc})") from None
+
+
 def load_items(spec: str, args=None) -> list[dict]:
     """A dataset spec -> items: ``toy:forget`` / ``toy:retain`` (the toy world's training images with a
     question and answer), ``mllmu:PATH`` (MLLMU-Bench training rows with metadata), ``clear:PATH``
@@ -30,7 +40,6 @@ def load_items(spec: str, args=None) -> list[dict]:
     file of objects with an ``image`` path (relative to the file) and optional ``question`` / ``answer``."""
     from pathlib import Path
 
-    from PIL import Image
 
     if spec in ("toy:forget", "toy:retain"):
         world = _toy_world(args)
@@ -48,16 +57,21 @@ def load_items(spec: str, args=None) -> list[dict]:
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"dataset {spec}: the folder holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))})")
-        return [{"image": Image.open(p).convert("RGB"), "path": str(p)} for p in files]
+        return [{"image": _open_image(spec, p), "path": str(p)} for p in files]
     if path.suffix == ".jsonl" and path.is_file():
         items = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            if "image" not in row:
-                raise ValueError(f"dataset {spec}, line {n}: no 'image' field")
-            items.append({**row, "image": Image.open(path.parent / row["image"]).convert("RGB")})
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"dataset {spec}, line {n}: not JSON ({exc})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("image"), str):
+                raise ValueError(f"dataset {spec}, line {n}: no 'image' path")
+            if "://" in row["image"]:
+                raise ValueError(f"dataset {spec}, line {n}: the image is a URL; vkd_fast never reads the network")
+            items.append({**row, "image": _open_image(f"{spec}, line {n}", path.parent / row["image"])})
         return items
     raise ValueError(f"dataset {spec!r} must be toy:forget, toy:retain, mllmu:PATH, clear:PATH, a folder of images "
                      "or a .jsonl file of {\"image\": path, ...} rows")

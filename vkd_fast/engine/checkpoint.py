@@ -38,12 +38,25 @@ def _write_json(path: Path, data: dict) -> None:
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True))
 
 
-def prepare_run_dir(output_dir, trajectory: dict, resume: bool) -> Path:
-    """Create or check the run folder before any work is done."""
+class RunFinished(ValueError):
+    """``resume`` of a run that already ended (its last checkpoint is its final step): nothing to do."""
+
+
+def prepare_run_dir(output_dir, trajectory: dict, resume: bool, fingerprint: dict | None = None) -> Path:
+    """Create or check the run folder before any work is done: a resumed run must have the same
+    trajectory options, start from the same model and see the same data (``fingerprint``)."""
+    from .fingerprint import differences
+
     path = Path(output_dir)
     run = path / RUN_FILE
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir {path} is a file; choose a folder")
     if run.exists():
-        saved = json.loads(run.read_text()).get("trajectory", {})
+        try:
+            recorded = json.loads(run.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"output_dir {path}: {RUN_FILE} is damaged ({exc}); choose another output_dir") from None
+        saved = recorded.get("trajectory", {})
         if saved != trajectory:
             diff = sorted(k for k in set(saved) | set(trajectory) if saved.get(k) != trajectory.get(k))
             raise ValueError(f"output_dir {path} holds a different run (options differ: {', '.join(diff)}); "
@@ -51,13 +64,29 @@ def prepare_run_dir(output_dir, trajectory: dict, resume: bool) -> Path:
         if not resume:
             raise ValueError(f"output_dir {path} already holds this run; pass resume=True to continue it, "
                              "or choose another output_dir")
+        differ = differences(recorded.get("fingerprint") or {}, fingerprint) if fingerprint else []
+        if differ:
+            raise ValueError(f"output_dir {path}: resume refused: {' and '.join(differ)} differ from what the run "
+                             "started with (pass the original model and the same forget / retain data)")
+        for _step, ckpt in checkpoint_dirs(path):
+            try:
+                state = verify_checkpoint(ckpt)
+            except CheckpointDamaged:
+                continue
+            if state.get("finished"):
+                raise RunFinished(f"output_dir {path}: the run already finished at step {state['step']} "
+                                  f"({ckpt.name}); nothing to do")
+            break
         return path
     if resume:
         raise ValueError(f"resume=True but output_dir {path} holds no run ({RUN_FILE} is missing)")
     if path.exists() and any(path.iterdir()):
         raise ValueError(f"output_dir {path} is not empty and holds no vkd_fast run; choose an empty or new folder")
-    path.mkdir(parents=True, exist_ok=True)
-    _write_json(run, {"format": FORMAT, "trajectory": trajectory})
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"output_dir {path} cannot be created ({exc.strerror})") from None
+    _write_json(run, {"format": FORMAT, "trajectory": trajectory, "fingerprint": fingerprint})
     return path
 
 
@@ -144,8 +173,10 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, generators: dict) -> Path:
-    """Write ``checkpoint-<step>`` (``generators``: name -> ``torch.Generator``)."""
+def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, generators: dict,
+                    finished: bool = False) -> Path:
+    """Write ``checkpoint-<step>`` (``generators``: name -> ``torch.Generator``; ``finished``: the
+    run's last step, so a resume has nothing left to do)."""
     from safetensors.torch import save_file
 
     final = Path(run_dir) / f"checkpoint-{step}"
@@ -158,7 +189,7 @@ def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, gener
     save_file({k: g.get_state() for k, g in generators.items()}, str(tmp / "rng.safetensors"))
     files = {name: _sha256(tmp / name) for name in _FILES}
     _write_json(tmp / "state.json", {"format": CHECKPOINT_FORMAT, "step": step, "scheduler": scheduler.state_dict(),
-                                     "optimizer": opt_meta, "files": files})
+                                     "optimizer": opt_meta, "files": files, "finished": finished})
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return final

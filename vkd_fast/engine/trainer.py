@@ -30,6 +30,7 @@ from ..methods.saliency import apply_mask
 from .checkpoint import latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
 from .config import UnlearnConfig
 from .distributed import barrier, world, wrap_student
+from .fingerprint import run_fingerprint
 from .plan import batch_plan, cosine_schedule, step_generator
 from .result import UnlearnResult
 
@@ -131,6 +132,11 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     adapter.parse_tap(tap)
     if config.device is not None and torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={config.device!r}, but torch sees no CUDA device here (use device=None or 'cpu')")
+    if config.log_path is not None:
+        log_file = Path(config.log_path)
+        if log_file.is_dir() or not log_file.parent.is_dir():
+            raise ValueError(f"log_path {config.log_path} must name a file in an existing folder"
+                             + (" (it is a folder)" if log_file.is_dir() else ""))
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
     if config.batch_size % (world_size * config.grad_accum):
@@ -141,7 +147,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     run_dir = None
     if config.output_dir:  # rank 0 owns the run folder; the others wait for it
         if rank == 0:
-            run_dir = prepare_run_dir(config.output_dir, trajectory, resume)
+            fingerprint = run_fingerprint(model, adapter, forget, retain)
+            run_dir = prepare_run_dir(config.output_dir, trajectory, resume, fingerprint)
         barrier(world_size)
         run_dir = Path(config.output_dir) if rank != 0 else run_dir
     t_start = time.perf_counter()
@@ -232,7 +239,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
                     good = latest_checkpoint(run_dir) if run_dir is not None else None
                     raise NonFiniteLossError(exc.record, good) from None
             if run_dir is not None and rank == 0 and due:
-                save_checkpoint(run_dir, step + 1, named, optimizer, scheduler, {"generator": gen})
+                save_checkpoint(run_dir, step + 1, named, optimizer, scheduler, {"generator": gen}, finished=last)
             if log_now:
                 for r in to_log:
                     if log is not None and (r["step"] % config.log_every == 0 or r is record):

@@ -177,7 +177,32 @@ def check_items(name: str, items) -> list:
         if not isinstance(it, dict) or "image" not in it:
             raise ValueError(f"{name}[{i}] must be a dict with an 'image' (a PIL image), got {type(it).__name__}"
                              + (f" with keys {sorted(it)}" if isinstance(it, dict) else ""))
+        image = _local_image(f"{name}[{i}]['image']", it["image"])
+        if image is not it["image"]:
+            items[i] = {**it, "image": image}
     return items
+
+
+def _local_image(where: str, image):
+    """A PIL image (or an array / tensor of pixels) as it is; a local file path opened as an RGB PIL
+    image; a URL refused -- nothing at run time touches the network."""
+    import os
+
+    from PIL import Image
+
+    if isinstance(image, Image.Image) or isinstance(image, torch.Tensor) or type(image).__module__ == "numpy":
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        text = os.fspath(image)
+        if "://" in text or text.startswith(("www.", "data:")):
+            raise ValueError(f"{where} is a URL ({text[:80]}); vkd_fast never reads the network: download the image "
+                             "and pass a PIL image or a local path")
+        try:
+            with Image.open(text) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{where}: cannot read the image file {text!r} ({exc})") from None
+    raise ValueError(f"{where} must be a PIL image or a local image path, got {type(image).__name__}")
 
 
 def check_qa(name: str, items: list[dict]) -> None:

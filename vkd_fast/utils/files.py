@@ -1,4 +1,5 @@
-"""Atomic file writes: readers see the old file or the new one, never a part."""
+"""Atomic file writes: readers see the old file or the new one, never a part; and the clean-up of
+temporary files that a killed writer left behind."""
 
 from __future__ import annotations
 
@@ -17,3 +18,31 @@ def atomic_write(path, data: bytes | str) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder, prefix: str) -> list[Path]:
+    """Remove the files and folders in ``folder`` named ``prefix<pid>...`` whose writer process is gone
+    (what a killed atomic write left); returns what was removed."""
+    import shutil
+
+    removed = []
+    for p in Path(folder).glob(prefix + "*"):
+        pid = p.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
