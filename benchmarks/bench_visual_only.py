@@ -253,13 +253,6 @@ def run_phase(name: str, args) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def available_memory() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SHAPES), default="7b")
@@ -312,7 +305,9 @@ def main(argv=None) -> int:
           f"{H.fmt_bytes(e['peak_rss'])} vs largest shard {H.fmt_bytes(e['largest_shard'])}", flush=True)
     # the full-model path: measured where it fits, else its fp32 weights on top of the visual run
     full_estimate = t["peak_rss"] + 4 * counts["llm"]
-    if full_estimate < 0.8 * available_memory():
+    from vkd_fast.utils.memory import available_bytes
+
+    if full_estimate < 0.8 * (available_bytes("cpu") or 0):
         f = run_phase("full", args)
         full, how = f["peak_rss"], "measured"
     else:

@@ -159,8 +159,8 @@ def test_unlearn_cli_errors_and_help(tmp_path):
                            (["vkd.trainable=everything"], "trainable must be"),
                            (["warmup_steps=2.5"], "warmup_steps"),
                            (["device=tpu"], "device must be a torch device"),
-                           ([f"log_path={tmp_path}"], "is a folder"),
-                           ([f"log_path={tmp_path / 'nope' / 'log.jsonl'}"], "does not exist")):
+                           ([f"log_path={tmp_path}"], "is a folder; give a file name"),
+                           ([f"log_path={tmp_path / 'a-file' / 'log.jsonl'}"], "is a file, not a folder")):
         bad = _run("unlearn", missing, "--forget", str(images), "--retain", str(images), "--output-dir",
                    str(tmp_path / "r3"), *extra, cwd=tmp_path)
         last = bad.stderr.strip().splitlines()[-1]  # argparse's own errors come after its usage line
@@ -192,3 +192,4 @@ def test_unlearn_cli_baseline_from_jsonl(tmp_path):
     assert result["method"] == "grad_diff" and result["steps_run"] == 4
     assert result["last"]["ce_forget"] > result["first"]["ce_forget"]
     assert (tmp_path / "run" / "delta.safetensors").exists()
+    assert "unlearned in" in out.stdout and "nan" not in out.stdout  # a baseline's summary line has no NaNs

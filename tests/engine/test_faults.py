@@ -224,3 +224,17 @@ def test_images_are_pil_or_local_paths_and_urls_are_refused(tmp_path, monkeypatc
                config=vf.UnlearnConfig(steps=2, batch_size=2))
     pb = dict(b.named_parameters())
     assert all(torch.equal(p, pb[n]) for n, p in a.named_parameters())
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_the_first_step(tmp_path):
+    model = T.tiny_llava()
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    with pytest.raises(ValueError, match=r"batch_size=10000000: a micro-batch .* needs about [\d.]+ GiB of activations "
+                                         r"\([\d.]+ MiB per pair, measured\), more than the [\d.]+ GiB available"):
+        vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(steps=1, batch_size=10**7))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # no step was taken
+    # the measurement is what a forward keeps: twice the pairs, twice the bytes (within the shared parts)
+    m = vf.methods.VKD()
+    m.prepare(T.tiny_llava(), FORGET, RETAIN)
+    one, two = m.activation_bytes(vf.methods.Batch([0], [0])), m.activation_bytes(vf.methods.Batch([0, 1], [0, 1]))
+    assert one > 0 and 1.5 * one < two <= 2 * one + 4096

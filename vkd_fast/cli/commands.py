@@ -26,16 +26,11 @@ def _write_report(path, report: dict) -> None:
 
 
 def _check_output_file(option: str, path) -> None:
-    """An output file's path, checked before any work: not a folder, its folder existing."""
-    from pathlib import Path
+    """An output file's path, checked before any work (not a folder, not below a file)."""
+    from ..utils.files import check_output_file
 
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise ValueError(f"{option} {path} is a folder; give a file name (e.g. {p / 'report.json'})")
-    if not p.parent.is_dir():
-        raise ValueError(f"{option} {path}: the folder {p.parent} does not exist")
+    if path is not None:
+        check_output_file(option, path)
 
 
 def _check_positive(option: str, value) -> None:
@@ -202,9 +197,9 @@ def run_unlearn(args) -> int:
 
     atomic_write(out / "result.json", json.dumps(summary, indent=1))
     last = summary["last"] or {}
-    print(f"unlearned in {summary['wall_seconds']:.1f} s: loss {last.get('loss', float('nan')):.4g} "
-          f"(retain {last.get('loss_retain', float('nan')):.4g}, forget {last.get('loss_forget', float('nan')):.4g}); "
-          f"wrote {out / 'result.json'}")
+    terms = ", ".join(f"{k[len('loss_'):]} {v:.4g}" for k, v in last.items() if k.startswith("loss_"))
+    loss = f"loss {last['loss']:.4g}" + (f" ({terms})" if terms else "") if "loss" in last else "no steps run"
+    print(f"unlearned in {summary['wall_seconds']:.1f} s: {loss}; wrote {out / 'result.json'}")
     return 0
 
 

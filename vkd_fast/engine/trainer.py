@@ -27,6 +27,8 @@ from ..adapters import get_adapter
 from ..methods import create_method
 from ..methods.base import check_items
 from ..methods.saliency import apply_mask
+from ..utils.files import check_output_file
+from ..utils.memory import available_bytes
 from .checkpoint import latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
 from .config import UnlearnConfig
 from .distributed import barrier, world, wrap_student
@@ -102,6 +104,26 @@ def _shown(record: dict) -> str:
     return ", ".join(f"{k} {record[k]:.4g}" for k in order)
 
 
+def _check_batch_fits(method, config: UnlearnConfig, world_size: int) -> None:
+    """Refuse, before the first step, a micro-batch whose activations cannot fit where it trains: the
+    method measures a forward of one forget + one retain image, the trainer scales it."""
+    from ..methods import Batch
+
+    per_pair = method.activation_bytes(Batch([0], [0]))
+    if not per_pair:
+        return
+    micro = config.batch_size // (world_size * config.grad_accum)
+    estimate = per_pair * micro
+    device = next(p.device for p in method.parameters()) if method.parameters() else torch.device("cpu")
+    available = available_bytes(device)
+    if available is not None and estimate > available:
+        gib = 2**30
+        raise ValueError(f"batch_size={config.batch_size}: a micro-batch of {micro} forget + {micro} retain images "
+                         f"needs about {estimate / gib:.1f} GiB of activations ({per_pair / 2**20:.1f} MiB per pair, "
+                         f"measured), more than the {available / gib:.1f} GiB available on {device}; lower "
+                         "batch_size or raise grad_accum")
+
+
 def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: UnlearnConfig | None = None, *,
             options=None, tokenizer=None, resume: bool = False, eval_fn=None, eval_every: int = 0,
             stop_at: float | None = None, progress: bool = False) -> UnlearnResult:
@@ -133,10 +155,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     if config.device is not None and torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={config.device!r}, but torch sees no CUDA device here (use device=None or 'cpu')")
     if config.log_path is not None:
-        log_file = Path(config.log_path)
-        if log_file.is_dir() or not log_file.parent.is_dir():
-            raise ValueError(f"log_path {config.log_path} must name a file in an existing folder"
-                             + (" (it is a folder)" if log_file.is_dir() else ""))
+        check_output_file("log_path", config.log_path)
     if resume and not config.output_dir:
         raise ValueError("resume=True needs config.output_dir (the run folder to continue)")
     if config.batch_size % (world_size * config.grad_accum):
@@ -158,6 +177,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     summary = method.prepare(model, forget, retain, tokenizer=tokenizer, device=config.device,
                              run_dir=run_dir if rank == 0 else None, progress=progress and rank == 0,
                              world_size=world_size, seed=config.seed)
+    _check_batch_fits(method, config, world_size)
     gen = step_generator(config.seed)  # the steps' own draws; the plan has its stream from the seed
     plan = batch_plan(len(forget), len(retain), config.steps, config.batch_size,
                       torch.Generator().manual_seed(config.seed), world_size=world_size,
@@ -189,6 +209,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     # bf16 autocast on CUDA (fp32 elsewhere); the fused loss accumulates in fp32 and returns fp32
     amp = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp == "bf16" and device.type == "cuda"
            else contextlib.nullcontext())
+    if config.log_path and rank == 0:
+        Path(config.log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(config.log_path, "a") if config.log_path and rank == 0 else None  # closed in the finally below
     history = _History(config.grad_accum)
     to_log: list[dict] = []

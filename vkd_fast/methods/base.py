@@ -112,6 +112,12 @@ class UnlearningMethod:
         random draw the step makes."""
         raise NotImplementedError
 
+    def activation_bytes(self, batch: Batch) -> int | None:
+        """Bytes of activations a training forward of ``batch`` keeps for backward (measured, no side
+        effects), or None if the method cannot say; the trainer scales it to the configured batch and
+        refuses a batch that cannot fit before the first step."""
+        return None
+
     def tokens(self, batch: Batch) -> int:
         """Tokens (visual tokens or answer tokens) the batch trains on."""
         return 0

@@ -46,3 +46,16 @@ def remove_stale(folder, prefix: str) -> list[Path]:
                 p.unlink(missing_ok=True)
             removed.append(p)
     return removed
+
+
+def check_output_file(name: str, path) -> None:
+    """Refuse, before any work, an output file path that cannot be written: a folder, or one below a
+    file. Missing folders are fine (they are created when the file is written)."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{name} {path} is a folder; give a file name (e.g. {p / 'out.json'})")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{name} {path}: {parent} is a file, not a folder")
+            break

@@ -11,16 +11,30 @@ from contextlib import contextmanager
 import torch
 
 
-def _rss_hwm() -> int | None:
-    """The process's peak resident set since the last reset (Linux /proc), in bytes."""
+def _proc_kib(path: str, key: str) -> int | None:
+    """A ``key: <n> kB`` line of a Linux /proc file, in bytes (None where there is no /proc)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
+
+
+def _rss_hwm() -> int | None:
+    """The process's peak resident set since the last reset (Linux /proc), in bytes."""
+    return _proc_kib("/proc/self/status", "VmHWM")
+
+
+def available_bytes(device) -> int | None:
+    """Memory free for new allocations on ``device``: CUDA's free memory, else the host's
+    ``MemAvailable`` (None where it cannot be read)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return _proc_kib("/proc/meminfo", "MemAvailable")
 
 
 def _reset_rss_hwm() -> bool:

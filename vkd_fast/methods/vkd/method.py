@@ -164,6 +164,25 @@ class VKD(UnlearningMethod):
         table = self._anchor if gathered is None else torch.cat([self._anchor, gathered.to(dtype)])
         return table, torch.cat(parts)
 
+    def activation_bytes(self, batch):
+        """The student forward's saved activations for ``batch`` (parameters and repeats not counted)."""
+        fi, ri = batch
+        images = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
+        collated = collate_inputs(self.adapter, images)
+        seen, total = set(), 0
+
+        def pack(t):
+            nonlocal total
+            if not isinstance(t, torch.nn.Parameter) and t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out, _ = self.student(**{k: v.to(self.device) for k, v in collated.items()})
+        del out
+        return total
+
     def step(self, batch, *, upcoming=None, generator=None):
         fi, ri = batch
         o = self.options
