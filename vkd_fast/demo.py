@@ -1,5 +1,5 @@
 """The toy-world demo (``vkd-fast demo``, ``make demo``): build or load the vanilla and gold models,
-unlearn the forget people with VKD and every baseline, evaluate every metric of METHOD.md section 4,
+unlearn the forget people with VKD and every baseline, evaluate every metric of docs/method.md §4,
 run the relearning attack in both modes, and write a table, JSON, Markdown and a PNG chart."""
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
             _spent[0] += time.perf_counter() - t
             return acc
 
-        early = method != "vkd"  # METHOD.md: baselines need early stopping (they overshoot below gold)
+        early = method != "vkd"  # docs/method.md: baselines need early stopping (they overshoot below gold)
         if progress:
             stop = f", early stop at forget VQA <= {stop_at:.3f}" if early else ""
             _log(f"unlearning with {method} ({ucfg.steps} steps max{stop})")

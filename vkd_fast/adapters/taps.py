@@ -1,4 +1,4 @@
-"""The feature-tap grammar, parsed here for the whole package (METHOD.md section 2).
+"""The feature-tap grammar, parsed here for the whole package (docs/method.md §2).
 
 A tap names the intermediate visual representation a method reads:
 

@@ -1,4 +1,4 @@
-"""Trainable sets (METHOD.md section 2): which parameters of a model an unlearning run updates.
+"""Trainable sets (docs/method.md §2): which parameters of a model an unlearning run updates.
 
 Specs: ``projector``, ``projector+vision_last:K`` (the K ViT blocks ending at the feature block),
 ``vision+projector`` (patch embedding, the ViT stem and every block up to the feature block),

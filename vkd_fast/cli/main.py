@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p_un = sub.add_parser(
         "unlearn", help="unlearn a local model's visual knowledge of the forget images (VKD)",
         description="Unlearn the visual knowledge of FORGET images from a local MLLM directory while keeping "
-                    "RETAIN (METHOD.md). Only the vision encoder / projector change; the run folder gets "
+                    "RETAIN (docs/method.md). Only the vision encoder / projector change; the run folder gets "
                     "run.json, the teacher cache, checkpoints, result.json and the export.",
         epilog=options_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p_un.add_argument("model", help="local model directory (save_pretrained layout), or toy:vanilla; nothing is "
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p_ex.add_argument("out", metavar="OUT_DIR", help="a new folder")
     p_ex.add_argument("--link", action="store_true", help="hard-link unchanged shards (same filesystem)")
     p_ex.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
-    p_ev = sub.add_parser("eval", help="evaluate a model on every metric of METHOD.md section 4",
+    p_ev = sub.add_parser("eval", help="evaluate a model on every metric of docs/method.md §4",
                           description="Multiple-choice accuracy (option log-likelihood) on the forget / retain, "
                                       "image / text-only sets of the toy world or a local MLLMU-Bench copy, and the "
                                       "answer-collapse share on forget images.")

@@ -1,4 +1,4 @@
-"""Data: the built-in toy world (METHOD.md section 6) and its cached models, MLLMU-Bench and CLEAR
+"""Data: the built-in toy world (docs/method.md §6) and its cached models, MLLMU-Bench and CLEAR
 loaders for local files, and the question-answer collator. Heavy dependencies (pyarrow,
 transformers, tokenizers) are imported only when used."""
 

@@ -1,4 +1,4 @@
-"""The toy world (METHOD.md section 6): a synthetic, seeded world of people with attributes and
+"""The toy world (docs/method.md §6): a synthetic, seeded world of people with attributes and
 portraits, small enough to run the whole unlearning pipeline offline in minutes on a CPU.
 
 * ``n_identities`` people, each with a two-word name and four attributes (job, city, hobby, pet)
@@ -68,7 +68,7 @@ class ToyWorldConfig:
         if self.n_identities > limit:
             raise ValueError(f"n_identities must be <= {limit} (distinct visual signatures), got {self.n_identities}")
         if self.n_unseen_images < 2:
-            raise ValueError(f"n_unseen_images must be >= 2 (METHOD.md section 6), got {self.n_unseen_images}")
+            raise ValueError(f"n_unseen_images must be >= 2 (docs/method.md §6), got {self.n_unseen_images}")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
         if not 0 < self.forget_fraction < 1:

@@ -1,4 +1,4 @@
-"""The toy world's models (METHOD.md section 6): a tiny LLaVA of the real transformers classes, built
+"""The toy world's models (docs/method.md §6): a tiny LLaVA of the real transformers classes, built
 from a config with a word-level tokenizer trained offline on the world's text, taught the world
 until it passes the accuracy bar ("vanilla"), and the gold reference model trained the same way
 without the forget people's image questions. Both are cached on disk, keyed by the world, model

@@ -127,7 +127,7 @@ def _check_batch_fits(method, config: UnlearnConfig, world_size: int) -> None:
 def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: UnlearnConfig | None = None, *,
             options=None, tokenizer=None, resume: bool = False, eval_fn=None, eval_every: int = 0,
             stop_at: float | None = None, progress: bool = False) -> UnlearnResult:
-    """Unlearn the visual knowledge of ``forget`` while keeping ``retain`` (METHOD.md sections 2-3).
+    """Unlearn the visual knowledge of ``forget`` while keeping ``retain`` (docs/method.md §2-3).
 
     ``method``: a registered name (``vf.available_methods()``) with ``options`` (its ``Options``
     object or a mapping; None = its defaults), or a method object. ``config``: the trainer's

@@ -1,4 +1,4 @@
-"""Evaluation (METHOD.md section 4): metrics, the protocol runner (evaluation sets of the toy world and
+"""Evaluation (docs/method.md §4): metrics, the protocol runner (evaluation sets of the toy world and
 MLLMU-Bench, every accuracy, answer collapse), the relearning attack and reports. (The toy-world
 demo, an application on top of this, is :mod:`vkd_fast.demo`; wall time and memory are measured
 with :func:`vkd_fast.utils.measure`.)"""

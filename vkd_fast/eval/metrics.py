@@ -1,4 +1,4 @@
-"""Metrics of METHOD.md section 4.
+"""Metrics of docs/method.md §4.
 
 * multiple-choice questions: each option scored by its length-normalised log-likelihood after the
   prompt (an image question when an image is given, else text-only); the best-scoring option is the

@@ -1,4 +1,4 @@
-"""The identity probe (METHOD.md section 4): how well people can still be told apart from the visual
+"""The identity probe (docs/method.md §4): how well people can still be told apart from the visual
 features the language model reads.
 
 A nearest-centroid classifier over all people: each person's centroid is the mean of their training

@@ -1,4 +1,4 @@
-"""The evaluation protocol of METHOD.md section 4: the evaluation sets of a benchmark, every accuracy
+"""The evaluation protocol of docs/method.md §4: the evaluation sets of a benchmark, every accuracy
 metric on them and the answer-collapse share on forget images.
 
 Evaluation sets are multiple-choice item lists keyed by metric name (``EVAL_SETS``); a benchmark

@@ -1,4 +1,4 @@
-"""The relearning attack (METHOD.md section 4): fine-tune an unlearned model on image questions about
+"""The relearning attack (docs/method.md §4): fine-tune an unlearned model on image questions about
 part of the forget knowledge, then measure forget VQA accuracy on the *other* forget questions.
 
 Two modes, both always reported: ``llm`` (the attacker trains the language model and its head) and

@@ -1,4 +1,4 @@
-"""``ga``: gradient ascent on the forget answers, L = -CE(forget answer tokens) (METHOD.md section 3)."""
+"""``ga``: gradient ascent on the forget answers, L = -CE(forget answer tokens) (docs/method.md §3)."""
 
 from __future__ import annotations
 

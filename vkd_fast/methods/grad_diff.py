@@ -1,5 +1,5 @@
 """``grad_diff``: gradient ascent on forget answers plus descent on retain answers,
-L = -CE(forget) + CE(retain) (METHOD.md section 3)."""
+L = -CE(forget) + CE(retain) (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``kl_min``: gradient ascent on forget answers plus KL(teacher || student) on retain answer tokens,
-the teacher's log-probabilities computed once before training (METHOD.md section 3)."""
+the teacher's log-probabilities computed once before training (docs/method.md §3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``mmunlearner`` (MMUnlearner-style): gradient ascent on forget answers restricted by a saliency
-mask (forget / retain Fisher ratio, see saliency.py) over V, P and W (METHOD.md section 3)."""
+mask (forget / retain Fisher ratio, see saliency.py) over V, P and W (docs/method.md §3)."""
 
 from __future__ import annotations
 

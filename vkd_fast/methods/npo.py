@@ -1,4 +1,4 @@
-"""``npo``: negative preference optimisation on forget answers (METHOD.md section 3),
+"""``npo``: negative preference optimisation on forget answers (docs/method.md §3),
 
     L = -(2 / beta) * mean_i log sigmoid(-beta (log pi(y_i|x_i) - log pi_ref(y_i|x_i)))
 

@@ -1,4 +1,4 @@
-"""What the output-level methods share (METHOD.md section 3): question-answer items encoded once,
+"""What the output-level methods share (docs/method.md §3): question-answer items encoded once,
 answer-token log-probabilities through the full model, and the forget term most of them use.
 
 * :class:`QAData` -- encoded forget / retain items, forwards through a ``student`` callable, and

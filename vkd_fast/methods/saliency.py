@@ -1,4 +1,4 @@
-"""Saliency mask (METHOD.md section 2; mmunlearner's, and available to VKD): per weight, the ratio of
+"""Saliency mask (docs/method.md §2; mmunlearner's, and available to VKD): per weight, the ratio of
 forget-set to retain-set squared-gradient (Fisher) estimates; only weights with ratio >=
 ``threshold`` (or, with ``ratio``, the top fraction) are updated. The trainer applies a mask as
 gradient hooks (:func:`apply_mask`)."""

@@ -1,4 +1,4 @@
-"""VKD, visual knowledge distillation (METHOD.md section 2): ``method.py`` (the method), ``options.py``
+"""VKD, visual knowledge distillation (docs/method.md §2): ``method.py`` (the method), ``options.py``
 (its options), ``targets.py`` (forget-target policies and their registry), ``teacher.py`` (the
 teacher cache and the live teacher), ``augment.py`` (forget-image augmentation)."""
 

@@ -1,4 +1,4 @@
-"""Forget-image augmentation (METHOD.md section 2): a forget image's target is an anchor that does not
+"""Forget-image augmentation (docs/method.md §2): a forget image's target is an anchor that does not
 depend on the image, so its input may be varied freely; varying it teaches the vision side to move
 *any* view of a forget person to the anchor, which carries the forgetting over to unseen images.
 

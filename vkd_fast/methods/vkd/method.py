@@ -1,4 +1,4 @@
-"""VKD (METHOD.md section 2): retain rows keep the teacher's features, forget rows move to a target
+"""VKD (docs/method.md §2): retain rows keep the teacher's features, forget rows move to a target
 that carries no knowledge of the forget person (targets.py); only V and P train.
 
     L = lambda_r * mean_retain_rows d(S, T) + lambda_f * forget_term(d(S, A))

@@ -1,4 +1,4 @@
-"""VKD's options (METHOD.md section 2), validated at construction."""
+"""VKD's options (docs/method.md §2), validated at construction."""
 
 from __future__ import annotations
 

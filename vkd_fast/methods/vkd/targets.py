@@ -1,4 +1,4 @@
-"""Forget targets (METHOD.md section 2): what a forget image's visual tokens are pulled towards.
+"""Forget targets (docs/method.md §2): what a forget image's visual tokens are pulled towards.
 
 A policy is a small class; VKD asks it, per step, which teacher rows to gather for the forget rows
 (:meth:`ForgetTarget.keys`) or gives them a fixed table (``anchor``, placed on the device once),

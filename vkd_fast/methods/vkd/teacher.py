@@ -1,4 +1,4 @@
-"""Teacher features (METHOD.md section 2): the frozen model's visual features, computed once into an
+"""Teacher features (docs/method.md §2): the frozen model's visual features, computed once into an
 :class:`~vkd_fast.ActivationCache` (or, the naive VKD for tests and benchmarks, by a live frozen copy
 every step), and the source a VKD step takes its target rows from."""
 
