@@ -102,6 +102,9 @@ def test_cli_options_and_data_specs_fail_in_one_line(tmp_path):
     cases += [(["--forget", s, "--retain", str(imgs)], s) for s in specs]
     cases += [(["--forget", str(imgs), "--retain", str(imgs), rng.choice(words), rng.choice(words)], "pair")
               for _ in range(4)]
+    (tmp_path / "bad.yaml").write_text("steps: [1\n")
+    cases += [(["--forget", str(imgs), "--retain", str(imgs), "--config", str(tmp_path / "bad.yaml")], "bad yaml"),
+              (["--forget", str(imgs), "--retain", str(imgs), "--config", str(tmp_path / "none.yaml")], "no yaml")]
     for extra, what in cases:
         out = subprocess.run([EXE, "unlearn", "toy:vanilla", "--output-dir", str(tmp_path / "run"), *extra],
                              capture_output=True, text=True, env=env, timeout=300, check=False)
@@ -109,3 +112,10 @@ def test_cli_options_and_data_specs_fail_in_one_line(tmp_path):
         assert out.returncode == 2 and "Traceback" not in out.stderr, (what, out.stderr[-2000:])
         assert lines and "error:" in lines[-1], (what, out.stderr)
     assert not (tmp_path / "run").exists()  # nothing was started
+    bad_model = tmp_path / "bad-model"
+    bad_model.mkdir()
+    (bad_model / "config.json").write_text("{not json")
+    for args in (["eval", str(bad_model)], ["unlearn", str(bad_model), "--full-model", "--forget", str(imgs), "--retain",
+                                           str(imgs), "--output-dir", str(tmp_path / "run2")]):
+        out = subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert out.returncode == 2 and "Traceback" not in out.stderr and "cannot be loaded" in out.stderr, out.stderr

@@ -90,6 +90,21 @@ def test_doctor_reports_environment():
 
 
 @pytest.mark.slow
+def test_the_command_waits_passively_unless_a_policy_was_chosen():
+    """OpenMP reads OMP_WAIT_POLICY once, when torch loads: the vkd-fast command sets PASSIVE first
+    (no spinning on shared machines); a policy in the environment is kept; `import vkd_fast` alone
+    changes nothing."""
+    exe = str(Path(sys.executable).with_name("vkd-fast"))
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    for env, expected in ((base, "PASSIVE"), (dict(base, OMP_WAIT_POLICY="ACTIVE"), "ACTIVE")):
+        out = subprocess.run([exe, "doctor", "--json"], capture_output=True, text=True, env=env, timeout=600, check=True)
+        assert json.loads(out.stdout)["omp_wait_policy"] == expected
+    out = subprocess.run([sys.executable, "-c", "import os, vkd_fast; print(os.environ.get('OMP_WAIT_POLICY'))"],
+                         capture_output=True, text=True, env=base, timeout=600, check=True)
+    assert out.stdout.strip() == "None"
+
+
+@pytest.mark.slow
 def test_doctor_human_output_and_disabled_extension():
     exe = Path(sys.executable).with_name("vkd-fast")
     env = dict(os.environ, VKD_FAST_SKIP_CEXT="1", TRITON_INTERPRET="0")

@@ -4,7 +4,6 @@ run the relearning attack in both modes, and write a table, JSON, Markdown and a
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
 from .utils.memory import measure
 from .utils.options import check_types
+from .utils.progress import log_line, progress_bar
 from .utils.text import pad_right
 
 METHODS = ("vkd", "ga", "grad_diff", "kl_min", "npo", "mmunlearner")
@@ -63,9 +63,7 @@ class DemoConfig:
 
 
 def _log(msg: str) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(f"[vkd-fast demo] {msg}", file=sys.stderr)  # keeps an active progress bar intact
+    log_line(f"[vkd-fast demo] {msg}")  # keeps an active terminal bar intact
 
 
 def _text_logits(model, tokenizer, items) -> torch.Tensor:
@@ -112,10 +110,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     stop_at = max(chance, rows["gold"]["forget_vqa"])
     stages = None
     if progress:
-        from tqdm.auto import tqdm
-
-        stages = tqdm(total=len(config.methods) + 1, desc="[vkd-fast demo] unlearn + evaluate + attack",
-                      unit="method", file=sys.stderr, dynamic_ncols=True)
+        stages = progress_bar(len(config.methods) + 1, "[vkd-fast demo] unlearn + evaluate + attack", unit="method")
     for method in config.methods:
         if stages is not None:
             stages.set_postfix(method=method)

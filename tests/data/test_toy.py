@@ -110,10 +110,51 @@ def test_models_pass_the_bar_and_are_cached(toy, monkeypatch):
 
 
 def test_a_build_that_misses_the_bar_fails_and_leaves_nothing(tmp_path):
+    # 2 scheduled steps, then (below the bar) 2 more at the floor learning rate: still short -> the error
+    # says what to change
     cfg = ToyModelConfig(max_steps=2, check_every=1, min_accuracy=0.9, target_accuracy=0.9)
-    with pytest.raises(RuntimeError, match=r"reached only .* after 2 steps \(bar 0.9\)"):
+    with pytest.raises(RuntimeError, match=r"reached only image .* after 4 steps \(bar 0.9\): build with more "
+                                           r"steps -- --build-max-steps 4 on the command line"):
         load_toy_models(ToyWorldConfig(n_identities=4), cfg, cache_dir=tmp_path)
     assert list((tmp_path / "toy").iterdir()) == []
+
+
+def test_schedule_grows_with_the_world():
+    cfg = ToyModelConfig()
+    assert [cfg.schedule_steps(n) for n in (4, 12, 24, 36, 48)] == [600, 600, 600, 900, 1200]
+
+
+@pytest.mark.slow
+def test_a_short_schedule_is_rescued_on_one_thread():
+    """With 1 thread (other float results than 2) a build whose schedule ends below the bar goes on at
+    the floor learning rate until the target; without the rescue it fails naming the option."""
+    import subprocess
+    import sys
+
+    code = """
+import json, torch
+torch.set_num_threads(1)
+from vkd_fast.data import ToyModelConfig, ToyWorld, ToyWorldConfig
+from vkd_fast.data.toy_model import build_model, build_tokenizer, train_on_world
+w = ToyWorld(ToyWorldConfig(n_identities=12, forget_fraction=0.25))
+tok = build_tokenizer(w)
+ids = list(range(12))
+out = {}
+for name, factor in (("rescued", 5.0), ("none", 0.0)):
+    cfg = ToyModelConfig(max_steps=40, check_every=20, warmup_steps=10, rescue_factor=factor)
+    try:
+        out[name] = train_on_world(build_model(w, tok, cfg), tok, w, ids, ids, cfg)
+    except RuntimeError as exc:
+        out[name] = str(exc)
+print(json.dumps(out))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, check=True,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    out = __import__("json").loads(run.stdout.strip().splitlines()[-1])
+    info = out["rescued"]
+    assert info["threads"] == 1 and info["schedule_steps"] == 40 and info["rescued"] is True
+    assert 40 < info["steps"] <= 240 and min(info["accuracy"].values()) >= 0.95
+    assert "after 40 steps (bar 0.95): build with more steps -- --build-max-steps 80" in out["none"]
 
 
 def test_model_config_errors():

@@ -6,7 +6,7 @@ import json
 
 from .doctor import doctor_report
 from .options import config_from
-from .specs import _quiet_transformers, _tokenizer_for, _toy_world, load_items, load_model, load_visual
+from .specs import _quiet_transformers, _tokenizer_for, _toy_model, _toy_world, load_items, load_model, load_visual
 
 
 def _eval_sets(args) -> dict:
@@ -116,7 +116,7 @@ def run_relearn(args) -> int:
 def run_demo_cmd(args) -> int:
     import time
 
-    from ..data import ToyModelConfig, load_toy_models
+    from ..data import load_toy_models
     from ..demo import DemoConfig, run_demo, summary
     from ..eval.relearn import AttackGrid
 
@@ -126,7 +126,7 @@ def run_demo_cmd(args) -> int:
     attack = AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(args.relearn_steps,),
                         seeds=_seeds(args.attack_seeds))
     config = DemoConfig(methods=methods, attack=attack, **({"worst_grid": None} if args.no_grid else {}))
-    models = load_toy_models(_toy_world(args), ToyModelConfig(), rebuild=args.rebuild, progress=True)
+    models = load_toy_models(_toy_world(args), _toy_model(args), rebuild=args.rebuild, progress=True)
     report = run_demo(models, config, output_dir=args.output_dir, progress=True, environment=doctor_report())
     print(summary(report))
     print(f"wrote {args.output_dir}/report.json, report.md, report.png in {time.perf_counter() - t0:.0f} s "

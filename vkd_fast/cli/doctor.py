@@ -29,6 +29,7 @@ def doctor_report() -> dict:
         "triton": _version("triton"),
         "transformers": _version("transformers"),
         "cpu_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cuda_available": torch.cuda.is_available(),
         "cuda_devices": [],
         "triton_interpreter": _backend.interpreter_on(),

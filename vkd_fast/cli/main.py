@@ -17,6 +17,10 @@ def _world_args(p) -> None:
     p.add_argument("--identities", type=int, default=24, help="toy world: number of people (default 24)")
     p.add_argument("--forget-fraction", type=float, default=0.1,
                    help="toy world: share of the people forgotten (default 0.1, at least 2)")
+    p.add_argument("--build-max-steps", type=int, default=600,
+                   help="toy models: the training schedule's length for up to 24 people (default 600; longer for "
+                        "more people; a model below its bar at the end goes on up to twice as long)")
+    p.add_argument("--build-lr", type=float, default=2e-3, help="toy models: peak learning rate (default 2e-3)")
 
 
 def _eval_args(p) -> None:

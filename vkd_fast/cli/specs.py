@@ -33,6 +33,13 @@ def _open_image(where: str, path):
         raise ValueError(f"dataset {where}: cannot read the image {path} ({exc})") from None
 
 
+def _toy_model(args):
+    """The toy models' build options from the command line (the defaults without it)."""
+    from ..data import ToyModelConfig
+
+    return ToyModelConfig(max_steps=getattr(args, "build_max_steps", 600), lr=getattr(args, "build_lr", 2e-3))
+
+
 def load_items(spec: str, args=None) -> list[dict]:
     """A dataset spec -> items: ``toy:forget`` / ``toy:retain`` (the toy world's training images with a
     question and answer), ``mllmu:PATH`` (MLLMU-Bench training rows with metadata), ``clear:PATH``
@@ -85,7 +92,7 @@ def load_model(spec: str, args=None, dtype=None):
     if spec in ("toy:vanilla", "toy:gold"):
         from ..data import load_toy_models
 
-        models = load_toy_models(_toy_world(args), progress=True)
+        models = load_toy_models(_toy_world(args), _toy_model(args), progress=True)
         return (models.vanilla if spec == "toy:vanilla" else models.gold), models.tokenizer
     from pathlib import Path
 
@@ -93,8 +100,11 @@ def load_model(spec: str, args=None, dtype=None):
         raise ValueError(f"model {spec!r} must be toy:vanilla, toy:gold or a local model directory")
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-    model = AutoModelForImageTextToText.from_pretrained(spec, local_files_only=True,
-                                                        **({"dtype": dtype} if dtype is not None else {})).eval()
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(spec, local_files_only=True,
+                                                            **({"dtype": dtype} if dtype is not None else {})).eval()
+    except (OSError, ValueError, KeyError) as exc:  # no weights, a bad config.json, an unknown model type
+        raise ValueError(f"model {spec}: cannot be loaded ({' '.join(str(exc).split())[:300]})") from None
     model.requires_grad_(False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
@@ -125,5 +135,5 @@ def _tokenizer_for(args, tokenizer):
     if getattr(args, "data", None) == "toy" or str(getattr(args, "forget", "")).startswith("toy:"):
         from ..data import load_toy_models
 
-        return load_toy_models(_toy_world(args), progress=True).tokenizer
+        return load_toy_models(_toy_world(args), _toy_model(args), progress=True).tokenizer
     raise ValueError("no tokenizer: the model directory has none; pass --tokenizer DIR")

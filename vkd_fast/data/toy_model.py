@@ -46,21 +46,29 @@ class ToyModelConfig:
     text_hidden: int = 128
     text_layers: int = 3
     heads: int = 4
-    lr: float = 2e-3  # AdamW peak; linear warm-up, then cosine decay to lr / 10 at max_steps
+    lr: float = 2e-3  # AdamW peak; linear warm-up, then cosine decay to lr / 10 at the schedule's end
     warmup_steps: int = 50
     image_batch: int = 48
     text_batch: int = 16
-    max_steps: int = 600
+    max_steps: int = 600  # the schedule's length for a world of up to 24 people; it grows with more people
     check_every: int = 50
     target_accuracy: float = 0.99  # stop training once both kinds of question reach this
     min_accuracy: float = 0.95  # the bar: a build that does not reach it is an error
+    rescue_factor: float = 1.0  # below the bar at the schedule's end: up to this x schedule more steps at lr / 10
     seed: int = 0
+
+    def schedule_steps(self, n_identities: int) -> int:
+        """The cosine schedule's length for a world of ``n_identities`` people: ``max_steps``, scaled
+        up in proportion beyond 24 people (each person's questions get as many steps)."""
+        return max(self.max_steps, math.ceil(self.max_steps * n_identities / 24))
 
     def __post_init__(self) -> None:
         check_types(self)
         for name in ("vision_hidden", "vision_layers", "patch_size", "text_hidden", "text_layers", "heads",
                      "image_batch", "text_batch", "max_steps", "check_every", "warmup_steps"):
             check_positive_int(name, getattr(self, name))
+        if self.rescue_factor < 0:
+            raise ValueError(f"rescue_factor must be >= 0, got {self.rescue_factor!r}")
         if not 0 < self.min_accuracy <= self.target_accuracy <= 1:
             raise ValueError(f"need 0 < min_accuracy <= target_accuracy <= 1, got {self.min_accuracy}, "
                              f"{self.target_accuracy}")
@@ -123,10 +131,11 @@ def build_model(world: ToyWorld, tokenizer, config: ToyModelConfig):
 
 # ---------------------------------------------------------------------- training
 def _bar(total: int, desc: str):
-    """A progress bar on stderr (tqdm); stops early leave it short of ``total``."""
-    from tqdm.auto import tqdm
+    """Training progress on stderr (a live bar on a terminal, plain lines elsewhere); stops early leave
+    it short of ``total``."""
+    from ..utils.progress import progress_bar
 
-    return tqdm(total=total, desc=f"[vkd-fast] {desc}", file=sys.stderr, dynamic_ncols=True, leave=True)
+    return progress_bar(total, f"[vkd-fast] {desc}")
 
 
 class _Encoded:
@@ -200,16 +209,20 @@ def train_on_world(model, tokenizer, world: ToyWorld, image_ids: list[int], text
     gen = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
 
+    schedule = config.schedule_steps(world.config.n_identities)
+    ceiling = schedule + math.ceil(schedule * config.rescue_factor)
+
     def lr_factor(step: int) -> float:  # measured: ~550 steps to 100% vs ~1200 at a constant 1e-3
         warm = min(1.0, (step + 1) / config.warmup_steps)
-        return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / config.max_steps))))
+        return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / schedule))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     model.train()
     start, step, acc = time.perf_counter(), 0, {}
-    bar = _bar(config.max_steps, f"training {label}") if progress else None
-    while step < config.max_steps:
-        for _ in range(min(config.check_every, config.max_steps - step)):
+    bar = _bar(schedule, f"training {label}") if progress else None
+    limit = schedule  # raised to the ceiling when the schedule ends below the bar (the rescue phase)
+    while step < limit:
+        for _ in range(min(config.check_every, limit - step)):
             ri = torch.randint(len(img), (config.image_batch,), generator=gen)
             rt = torch.randint(len(txt), (config.text_batch,), generator=gen)
             loss = torch.nn.functional.cross_entropy(img.logits(model, pixels, ri), img.answer[ri]) \
@@ -228,13 +241,22 @@ def train_on_world(model, tokenizer, world: ToyWorld, image_ids: list[int], text
             bar.set_postfix(loss=f"{loss.item():.3f}", image_acc=f"{acc['image']:.3f}", text_acc=f"{acc['text']:.3f}")
         if min(acc.values()) >= config.target_accuracy:
             break
+        if step >= limit and limit < ceiling and min(acc.values()) < config.min_accuracy:
+            limit = ceiling  # below the bar at the schedule's end: go on at the floor learning rate
+            if bar is not None:
+                bar.total = ceiling
+                bar.refresh()
     if bar is not None:
         bar.close()
     model.eval()
     if min(acc.values()) < config.min_accuracy:
-        raise RuntimeError(f"the toy {label} model reached only {acc} after {step} steps (bar "
-                           f"{config.min_accuracy}); raise max_steps or lr in ToyModelConfig")
-    return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "accuracy": acc}
+        raise RuntimeError(f"the toy {label} model reached only {', '.join(f'{k} {v:.3f}' for k, v in acc.items())} "
+                           f"after {step} steps (bar {config.min_accuracy}): build with more steps -- "
+                           f"--build-max-steps {2 * config.max_steps} on the command line, "
+                           f"ToyModelConfig(max_steps={2 * config.max_steps}) in Python")
+    return {"steps": step, "schedule_steps": schedule, "rescued": step > schedule,
+            "seconds": round(time.perf_counter() - start, 1), "accuracy": acc,
+            "threads": torch.get_num_threads()}
 
 
 # ---------------------------------------------------------------------- cached builds

@@ -11,6 +11,7 @@ import time
 import torch
 
 from ...cache import ActivationCache
+from ...utils.progress import is_terminal
 from ...utils.text import pad_right
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,8 +46,11 @@ def build_teacher_cache(adapter, image_inputs: list[dict], keys: list[int], tap:
                         [feats[a:b].to(cache.dtype) for a, b in zip(bounds, bounds[1:])])
         if progress:
             done = min(start + batch_size, len(image_inputs))
-            print(f"\rteacher cache: {done}/{len(image_inputs)} images ({time.perf_counter() - t0:.1f} s)",
-                  end="" if done < len(image_inputs) else "\n", file=sys.stderr)
+            terminal = is_terminal()  # a live counter on a terminal; elsewhere the last line only
+            if terminal or done == len(image_inputs):
+                print(f"{chr(13) if terminal else ''}teacher cache: {done}/{len(image_inputs)} images "
+                      f"({time.perf_counter() - t0:.1f} s)", end="" if done < len(image_inputs) else "\n",
+                      file=sys.stderr)
     return cache
 
 
