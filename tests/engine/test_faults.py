@@ -233,6 +233,14 @@ def test_a_batch_that_cannot_fit_is_refused_before_the_first_step(tmp_path):
                                          r"\([\d.]+ MiB per pair, measured\), more than the [\d.]+ GiB available"):
         vf.unlearn(model, FORGET, RETAIN, config=vf.UnlearnConfig(steps=1, batch_size=10**7))
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())  # no step was taken
+    # the output-level baselines measure theirs too (a forward through the whole model)
+    from _items import qa
+
+    tok = T.tiny_tokenizer()
+    for name in ("grad_diff", "npo"):
+        with pytest.raises(ValueError, match=r"batch_size=10000000: .* GiB of activations"):
+            vf.unlearn(T.tiny_llava(), qa(FORGET, "baker"), qa(RETAIN, "pilot"), method=name, tokenizer=tok,
+                       config=vf.UnlearnConfig(steps=1, batch_size=10**7))
     # the measurement is what a forward keeps: twice the pairs, twice the bytes (within the shared parts)
     m = vf.methods.VKD()
     m.prepare(T.tiny_llava(), FORGET, RETAIN)

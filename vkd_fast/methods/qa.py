@@ -17,7 +17,7 @@ import torch
 from ..adapters import check_trainable
 from ..utils.options import check_types, option
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
-from .base import UnlearningMethod, check_qa
+from .base import UnlearningMethod, check_qa, saved_activation_bytes
 
 
 def ga_loss(f_logp, f_mask) -> tuple[torch.Tensor, dict]:
@@ -115,6 +115,13 @@ class QAMethod(UnlearningMethod):
         self.student = full_model_logits(ctx.model)
         self.qa = QAData(ctx.model, ctx.adapter, ctx.tokenizer, ctx.forget,
                          ctx.retain if self.uses_retain_items or self.two_sided else None)
+
+    def activation_bytes(self, batch):
+        """Saved activations of the answer log-likelihood forward over ``batch``'s items (the sides
+        the method trains on)."""
+        fi, ri = batch
+        examples = [self.qa.forget[i] for i in fi] + ([self.qa.retain[i] for i in ri] if self.two_sided else [])
+        return saved_activation_bytes(lambda: self.qa.logp(examples, self.student))
 
     def forget_term(self, fi: list[int]) -> tuple[torch.Tensor, dict]:
         return ga_loss(*self.qa.logp([self.qa.forget[i] for i in fi], self.student))

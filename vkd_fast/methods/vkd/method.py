@@ -18,7 +18,7 @@ import torch
 from ...cache import ActivationCache
 from ...functional import feature_distill_loss
 from ...utils.text import answer_ce
-from ..base import UnlearningMethod, check_qa
+from ..base import UnlearningMethod, check_qa, saved_activation_bytes
 from ..npo import npo_loss
 from ..qa import QAData, full_model_logits
 from ..saliency import qa_saliency_masks
@@ -169,19 +169,7 @@ class VKD(UnlearningMethod):
         fi, ri = batch
         images = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
         collated = collate_inputs(self.adapter, images)
-        seen, total = set(), 0
-
-        def pack(t):
-            nonlocal total
-            if not isinstance(t, torch.nn.Parameter) and t.data_ptr() not in seen:
-                seen.add(t.data_ptr())
-                total += t.numel() * t.element_size()
-            return t
-
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out, _ = self.student(**{k: v.to(self.device) for k, v in collated.items()})
-        del out
-        return total
+        return saved_activation_bytes(lambda: self.student(**{k: v.to(self.device) for k, v in collated.items()}))
 
     def step(self, batch, *, upcoming=None, generator=None):
         fi, ri = batch
