@@ -28,6 +28,16 @@ def test_plain_lines_every_tenth_and_at_the_end():
     assert lines[-1].endswith("(loss=0.1)")
 
 
+def test_the_last_line_shows_the_final_postfix():
+    out = io.StringIO()
+    bar = PlainProgress(10, "build", out)
+    for _ in range(10):
+        bar.update(1)  # the 100% line is printed here, with the postfix of the previous check
+    bar.set_postfix(acc="0.97")  # the final check
+    bar.close()
+    assert out.getvalue().splitlines()[-1].endswith("10/10 (100%) in 0 s (acc=0.97)")
+
+
 def test_a_slow_run_still_reports_every_30_seconds(monkeypatch):
     import vkd_fast.utils.progress as P
 

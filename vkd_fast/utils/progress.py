@@ -17,6 +17,7 @@ class PlainProgress:
         self.postfix = ""
         self._t0 = self._last_time = time.perf_counter()
         self._last_share = 0.0
+        self._last_postfix = ""
         self._closed = False
 
     def _line(self) -> None:
@@ -25,7 +26,7 @@ class PlainProgress:
         extra = f" ({self.postfix})" if self.postfix else ""
         print(f"{self.desc}: {self.n}/{self.total} ({share:.0%}) in {elapsed:.0f} s{extra}", file=self.file,
               flush=True)
-        self._last_time, self._last_share = time.perf_counter(), share
+        self._last_time, self._last_share, self._last_postfix = time.perf_counter(), share, self.postfix
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -46,8 +47,9 @@ class PlainProgress:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self.n != 0 and (self.n / self.total if self.total else 1.0) != self._last_share:
-                self._line()
+            share = self.n / self.total if self.total else 1.0
+            if self.n != 0 and (share != self._last_share or self.postfix != self._last_postfix):
+                self._line()  # the final state (e.g. the last check's accuracy), once
 
 
 def is_terminal(file=None) -> bool:
