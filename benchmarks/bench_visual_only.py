@@ -171,15 +171,26 @@ def param_counts(size: str) -> dict:
 # ---- phases (each in its own process) ------------------------------------------------------------------
 
 
-def phase_write(args) -> dict:
-    folder = Path(args.ckpt)
+def checkpoint_folder(size: str, cache_dir) -> Path:
+    """Where the checkpoint of ``size`` is cached."""
+    return Path(cache_dir) / f"llava-1.5-{size}-shaped-{cache_key(size)}"
+
+
+def write_cached(size: str, folder: Path) -> dict:
+    """Write the checkpoint into a temporary folder beside ``folder``, then rename it into place (what an
+    earlier, killed write left is removed first)."""
     t0 = time.perf_counter()
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):  # an earlier write that was killed
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    info = write_checkpoint(args.size, tmp)
+    info = write_checkpoint(size, tmp)
     os.replace(tmp, folder)
-    return {**info, "seconds": time.perf_counter() - t0, "peak_rss": _status("VmHWM")}
+    return {**info, "seconds": time.perf_counter() - t0}
+
+
+def phase_write(args) -> dict:
+    return {**write_cached(args.size, Path(args.ckpt)), "peak_rss": _status("VmHWM")}
 
 
 def _unlearn(args, run: Path, load: str) -> dict:
@@ -272,7 +283,7 @@ def main(argv=None) -> int:
         return 0
 
     root = Path(args.cache_dir)
-    args.ckpt = root / f"llava-1.5-{args.size}-shaped-{cache_key(args.size)}"
+    args.ckpt = checkpoint_folder(args.size, root)
     args.work = root / f"work-{args.size}"
     args.work.mkdir(parents=True, exist_ok=True)
     counts = param_counts(args.size)

@@ -114,14 +114,8 @@ def check_vkd_step(device, dry: bool, cache_dir: Path) -> dict:
 
     shape = SHAPES["vkd"][dry]
     size = shape["size"]
-    ckpt = cache_dir / f"llava-1.5-{size}-shaped-{B.cache_key(size)}"
-    wrote = None
-    if not ckpt.is_dir():
-        t0 = time.perf_counter()
-        tmp = ckpt.with_name(f".{ckpt.name}.tmp-{os.getpid()}")
-        B.write_checkpoint(size, tmp)
-        os.replace(tmp, ckpt)
-        wrote = time.perf_counter() - t0
+    ckpt = B.checkpoint_folder(size, cache_dir)
+    wrote = None if ckpt.is_dir() else B.write_cached(size, ckpt)["seconds"]
     t0 = time.perf_counter()
     model = vf.load_visual_model(ckpt)
     load_s = time.perf_counter() - t0

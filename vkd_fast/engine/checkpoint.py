@@ -68,15 +68,10 @@ def prepare_run_dir(output_dir, trajectory: dict, resume: bool, fingerprint: dic
         if differ:
             raise ValueError(f"output_dir {path}: resume refused: {' and '.join(differ)} differ from what the run "
                              "started with (pass the original model and the same forget / retain data)")
-        for _step, ckpt in checkpoint_dirs(path):
-            try:
-                state = verify_checkpoint(ckpt)
-            except CheckpointDamaged:
-                continue
-            if state.get("finished"):
-                raise RunFinished(f"output_dir {path}: the run already finished at step {state['step']} "
-                                  f"({ckpt.name}); nothing to do")
-            break
+        found = latest_good_checkpoint(path, warn=False)  # the trainer reports damaged ones when it resumes
+        if found and found[1].get("finished"):
+            raise RunFinished(f"output_dir {path}: the run already finished at step {found[1]['step']} "
+                              f"({found[0].name}); nothing to do")
         return path
     if resume:
         raise ValueError(f"resume=True but output_dir {path} holds no run ({RUN_FILE} is missing)")
@@ -133,20 +128,25 @@ def verify_checkpoint(ckpt) -> dict:
     return state
 
 
-def latest_checkpoint(run_dir, report=None) -> Path | None:
-    """The newest checkpoint that verifies; damaged or incomplete ones are reported (a warning, and
-    ``report(message)`` if given) and skipped."""
+def latest_good_checkpoint(run_dir, report=None, warn: bool = True) -> tuple[Path, dict] | None:
+    """``(folder, verified state)`` of the newest checkpoint that verifies; damaged or incomplete ones
+    are reported (a warning unless ``warn=False``, and ``report(message)`` if given) and skipped."""
     for _step, path in checkpoint_dirs(run_dir):
         try:
-            verify_checkpoint(path)
+            return path, verify_checkpoint(path)
         except CheckpointDamaged as exc:
             message = f"skipping {exc}; using the previous checkpoint"
-            warnings.warn(message, stacklevel=2)
+            if warn:
+                warnings.warn(message, stacklevel=2)
             if report is not None:
                 report(message)
-            continue
-        return path
     return None
+
+
+def latest_checkpoint(run_dir, report=None) -> Path | None:
+    """The newest checkpoint that verifies (see :func:`latest_good_checkpoint`)."""
+    found = latest_good_checkpoint(run_dir, report)
+    return found[0] if found else None
 
 
 def _optimizer_parts(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -195,12 +195,13 @@ def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, gener
     return final
 
 
-def load_checkpoint(ckpt: Path, named, optimizer, scheduler, generators: dict) -> int:
-    """Verifies a checkpoint, restores it into the live objects and returns its step."""
+def load_checkpoint(ckpt: Path, named, optimizer, scheduler, generators: dict, state: dict | None = None) -> int:
+    """Restores a checkpoint into the live objects and returns its step; ``state``: what
+    :func:`verify_checkpoint` returned for it (verified here when not given)."""
     from safetensors.torch import load_file
 
     ckpt = Path(ckpt)
-    state = verify_checkpoint(ckpt)
+    state = state if state is not None else verify_checkpoint(ckpt)
     weights = load_file(str(ckpt / "trainable.safetensors"))
     names = {n for n, _ in named}
     if set(weights) != names:

@@ -29,7 +29,7 @@ from ..methods.base import check_items
 from ..methods.saliency import apply_mask
 from ..utils.files import check_output_file
 from ..utils.memory import available_bytes
-from .checkpoint import latest_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
+from .checkpoint import latest_checkpoint, latest_good_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
 from .config import UnlearnConfig
 from .distributed import barrier, world, wrap_student
 from .fingerprint import run_fingerprint
@@ -201,9 +201,9 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
 
     start = 0
     if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is not None:
-            start = load_checkpoint(ckpt, named, optimizer, scheduler, {"generator": gen})
+        found = latest_good_checkpoint(run_dir)  # verified once, then loaded
+        if found is not None:
+            start = load_checkpoint(found[0], named, optimizer, scheduler, {"generator": gen}, state=found[1])
 
     device = next(adapter.vision_tower.parameters()).device
     # bf16 autocast on CUDA (fp32 elsewhere); the fused loss accumulates in fp32 and returns fp32
