@@ -102,3 +102,38 @@ TOFU_T = pa.schema([("image", IMAGE_T), ("caption", pa.string()), ("name", pa.st
 
 PERTURBED_T = pa.schema([("image", IMAGE_T), ("caption", pa.string()), ("name", pa.string()),
                          ("perturbed_names", pa.list_(pa.string())), ("perturbed_captions", pa.list_(pa.string()))])
+
+
+CLEAR_PERTURBED_EVAL_T = pa.schema([("image", IMAGE_T), ("caption", pa.string()), ("name", pa.string()),
+                                    ("paraphrased_caption", pa.string()), ("perturbed_captions", pa.list_(pa.string())),
+                                    ("perturbed_names", pa.list_(pa.string()))])
+
+
+REAL_FACES_T = pa.schema([("image", IMAGE_T), ("answer", pa.string()), ("options", pa.list_(pa.string()))])
+
+
+REAL_WORLD_T = pa.schema([("image", IMAGE_T), ("question", pa.string()), ("answer", pa.string()),
+                          ("options", pa.list_(pa.string()))])
+
+
+def clear_person(rgb, k):
+    """A row of a CLEAR ``*_perturbed`` configuration (person ``k``)."""
+    return {"image": img_cell(rgb), "caption": f"Person {k} wears a red coat.", "name": f"Name {k}",
+            "paraphrased_caption": f"A red coat on person {k}.",
+            "perturbed_captions": [f"Person {k} wears a blue hat.", f"Person {k} rides a bike."],
+            "perturbed_names": [f"Other {k}", f"Wrong {k}"]}
+
+
+def write_clear_benchmark(root, forget_rgbs, retain_rgbs):
+    """A local CLEAR copy: forget10_perturbed/, retain_perturbed/, real_faces/, real_world/."""
+    write(root / "forget10_perturbed" / "train-00000.parquet",
+          [clear_person(c, k) for k, c in enumerate(forget_rgbs)], CLEAR_PERTURBED_EVAL_T)
+    write(root / "retain_perturbed" / "train-00000.parquet",
+          [clear_person(c, 10 + k) for k, c in enumerate(retain_rgbs)], CLEAR_PERTURBED_EVAL_T)
+    write(root / "real_faces" / "train-00000.parquet",
+          [{"image": img_cell(RED), "answer": "Ada Byron", "options": ["Ada Byron", "Alan Turing"]},
+           {"image": img_cell(BLUE), "answer": "Alan Turing", "options": ["Grace Hopper", "Alan Turing"]}], REAL_FACES_T)
+    write(root / "real_world" / "train-00000.parquet",
+          [{"image": img_cell(GREEN), "question": "What colour is the field?", "answer": "Green",
+            "options": ["Red", "Blue"]}], REAL_WORLD_T)
+    return root

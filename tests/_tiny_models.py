@@ -97,3 +97,17 @@ def tiny_tokenizer(specials: dict[str, int] | None = None):
 
 QWEN_SPECIAL_TOKENS = {"<|image_pad|>": QWEN_IMAGE, "<|video_pad|>": QWEN_VIDEO, "<|vision_start|>": QWEN_VSTART,
                        "<|vision_end|>": QWEN_VEND, "<|im_start|>": 290, "<|im_end|>": 291}
+
+
+def saved_tiny_llava(folder):
+    """A tiny LLaVA and its tokenizer saved in ``folder`` (a model directory for the CLI); returns it."""
+    tiny_llava().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def cli_env() -> dict:
+    """The environment for a CLI subprocess: this one without the Triton interpreter switch."""
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -234,6 +234,11 @@ class VisualAdapter:
         """The text an image occupies in the prompt: its placeholder token, repeated."""
         return self.image_token(tokenizer) * n_image_tokens
 
+    def image_block(self, tokenizer, n_image_tokens: int) -> str:
+        """The prompt text one image of ``n_image_tokens`` visual tokens occupies (e.g. LLaVA: ``<image>``
+        repeated; Qwen2-VL: the pads between its vision start / end tokens), for prompts built by hand."""
+        return self._image_block(tokenizer, n_image_tokens)
+
     def prompt(self, tokenizer, question: str, n_image_tokens: int | None = None, answer: str | None = None) -> str:
         """The prompt text for an image question (``n_image_tokens`` given: the image placeholder is
         repeated that many times, as the model expects) or a text-only question. Uses the tokenizer's

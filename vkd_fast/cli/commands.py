@@ -16,7 +16,77 @@ def _eval_sets(args) -> dict:
         return toy_eval_sets(_toy_world(args))
     if not args.root:
         raise ValueError("--data mllmu needs --root (the local MLLMU-Bench folder)")
-    return mllmu_eval_sets(args.root, args.forget_split, args.retain_split, limit=args.limit)
+    return mllmu_eval_sets(args.root, args.forget_split or "forget_5", args.retain_split or "retain_95",
+                           limit=args.limit)
+
+
+def _protocol(args) -> str:
+    """The scoring protocol: --protocol, else clear for --data clear and likelihood otherwise; checked
+    against --data before any work."""
+    protocol = args.protocol or ("clear" if args.data == "clear" else "likelihood")
+    allowed = {"toy": ("likelihood",), "mllmu": ("likelihood", "mllmu"), "clear": ("clear",)}[args.data]
+    if protocol not in allowed:
+        raise ValueError(f"--protocol {protocol} does not apply to --data {args.data} (valid: {', '.join(allowed)})")
+    if protocol != "likelihood" and not args.root:
+        raise ValueError(f"--data {args.data} needs --root (the local benchmark folder)")
+    if protocol != "mllmu" and args.shots is not None:
+        raise ValueError("--shots applies to --protocol mllmu only")
+    if protocol != "clear" and (args.reference or args.generation_image):
+        raise ValueError("--reference and --generation-image apply to --protocol clear only")
+    if protocol == "clear":
+        from ..eval.protocols.clear import require_scipy
+
+        try:
+            require_scipy()
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+    if protocol == "likelihood" and args.audit:
+        raise ValueError("--audit applies to --protocol mllmu / clear (the likelihood protocol's JSON has every score)")
+    return protocol
+
+
+def _audit_path(args):
+    if args.audit:
+        return args.audit
+    if args.output:
+        from pathlib import Path
+
+        out = Path(args.output)
+        return out.with_name(f"{out.stem}.questions.jsonl")
+    return None
+
+
+def _run_benchmark_protocol(args, protocol: str) -> int:
+    from ..eval import evaluate, load_clear_benchmark, load_mllmu_benchmark, write_jsonl
+    from ..utils.files import read_json_file
+
+    audit = _audit_path(args)
+    _check_output_file("--audit", audit)
+    reference = read_json_file("--reference", args.reference) if args.reference else None
+    if protocol == "mllmu":
+        data = load_mllmu_benchmark(args.root, args.forget_split or "forget_5", args.retain_split or "retain_95",
+                                    limit=args.limit)
+        options = {"seed": args.seed, "shots": args.shots}
+    else:
+        data = load_clear_benchmark(args.root, args.forget_split, args.retain_split,
+                                    **({"rows": args.limit} if args.limit else {}))
+        options = {"seed": args.seed, "reference": reference, "generation_image": args.generation_image}
+    model, tokenizer = load_model(args.model, args)
+    tokenizer = _tokenizer_for(args, tokenizer)
+    out = evaluate(model, tokenizer, data, protocol=protocol, **options)
+    print(json.dumps(out["results"], indent=1, ensure_ascii=False))
+    settings = dict(out["settings"], data_source=data.source, audit=str(audit) if audit else None)
+    if audit:
+        write_jsonl(audit, out["records"])
+        print(f"wrote {audit} ({len(out['records'])} questions)")
+    if args.output:
+        from ..eval import write_json
+
+        # the benchmark's own keys at the top, everything of ours (settings, environment) under one key
+        write_json(args.output, {**out["results"], "vkd_fast": {"model": args.model, **settings,
+                                                                "environment": doctor_report()}})
+        print(f"wrote {args.output}")
+    return 0
 
 
 def _write_report(path, report: dict) -> None:
@@ -43,12 +113,17 @@ def run_eval(args) -> int:
 
     _check_output_file("--output", args.output)  # before any work
     _check_positive("--batch-size", args.batch_size)
+    _check_positive("--limit", args.limit)
+    protocol = _protocol(args)
+    if protocol != "likelihood":
+        return _run_benchmark_protocol(args, protocol)
     sets = _eval_sets(args)
     free = None
     if args.data == "mllmu" and args.max_new_tokens > 0:
         from ..eval import mllmu_free_form_sets
 
-        free = mllmu_free_form_sets(args.root, args.forget_split, args.retain_split, limit=args.limit)
+        free = mllmu_free_form_sets(args.root, args.forget_split or "forget_5", args.retain_split or "retain_95",
+                                    limit=args.limit)
     model, tokenizer = load_model(args.model, args)
     tokenizer = _tokenizer_for(args, tokenizer)
     result = evaluate(model, tokenizer, sets, batch_size=args.batch_size, free_form_sets=free,

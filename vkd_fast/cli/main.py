@@ -23,16 +23,44 @@ def _world_args(p) -> None:
     p.add_argument("--build-lr", type=float, default=2e-3, help="toy models: peak learning rate (default 2e-3)")
 
 
-def _eval_args(p) -> None:
-    p.add_argument("--data", choices=("toy", "mllmu"), default="toy", help="benchmark (default: the toy world)")
-    p.add_argument("--root", help="--data mllmu: the local MLLMU-Bench folder (forget_5/, retain_95/, Test_Set/, ...)")
-    p.add_argument("--forget-split", default="forget_5", help="--data mllmu: forget split folder")
-    p.add_argument("--retain-split", default="retain_95", help="--data mllmu: retain split folder")
-    p.add_argument("--limit", type=int, help="--data mllmu: rows per file (quick runs)")
+def _eval_args(p, protocols: bool = False) -> None:
+    data = ("toy", "mllmu", "clear") if protocols else ("toy", "mllmu")
+    p.add_argument("--data", choices=data, default="toy", help="benchmark (default: the toy world)")
+    p.add_argument("--root", help="--data mllmu: the local MLLMU-Bench folder (forget_5/, retain_95/, Test_Set/, "
+                                  "Full_Set/, Retain_Set/)" + ("; --data clear: the local CLEAR folder (one folder "
+                                                               "per configuration)" if protocols else ""))
+    p.add_argument("--forget-split", help="forget split folder (default: forget_5 for mllmu"
+                                          + (", forget10_perturbed for clear)" if protocols else ")"))
+    p.add_argument("--retain-split", help="retain split folder (default: retain_95 for mllmu"
+                                          + (", retain_perturbed for clear)" if protocols else ")"))
+    p.add_argument("--limit", type=int, help="--data mllmu: rows per file (quick runs)"
+                                             + ("; --data clear: rows per configuration (default 300, as CLEAR)"
+                                                if protocols else ""))
+    if protocols:
+        p.add_argument("--protocol", choices=("likelihood", "mllmu", "clear"),
+                       help="scoring protocol (docs/method.md §4.3): likelihood = option log-likelihood (default; "
+                            "the toy world's only one); mllmu = MLLMU-Bench's eval.py (generated letter, fill-in-the-"
+                            "blank, ROUGE/BLEU; --data mllmu); clear = CLEAR's (probabilities, truth ratio, ROUGE-L "
+                            "recall, forget quality; --data clear, its default)")
+        p.add_argument("--seed", type=int, default=0,
+                       help="--protocol mllmu/clear: the seed of every random draw (demonstration people, test poses, "
+                            "caption questions); recorded in the output")
+        p.add_argument("--shots", type=int, choices=(0, 1, 2),
+                       help="--protocol mllmu: demonstration people for classification and fill-in-the-blank "
+                            "(default: the original's 1 and 2)")
+        p.add_argument("--audit", help="--protocol mllmu/clear: the per-question JSON-lines file (default: beside "
+                                       "--output, <output stem>.questions.jsonl)")
+        p.add_argument("--reference", help="--protocol clear: a gold model's CLEAR result (--output of this command) "
+                                           "for the forget-quality KS test")
+        p.add_argument("--generation-image", action="store_true",
+                       help="--protocol clear: show the image to the ROUGE generation (CLEAR's own code does not; "
+                            "a deviation, recorded in the output)")
     p.add_argument("--tokenizer", help="tokenizer directory (default: the model directory's, or the toy world's)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per evaluation forward")
     p.add_argument("--max-new-tokens", type=int, default=32,
-                   help="--data mllmu: generation length of free-form answers (ROUGE-L) and cloze fills; 0 = skip them")
+                   help="--data mllmu, likelihood protocol: generation length of free-form answers (ROUGE-L) and "
+                        "cloze fills; 0 = skip them (the benchmark protocols use their own lengths: 50 mllmu, 300 "
+                        "clear)")
     p.add_argument("--output", help="write the results as JSON (with the environment) to this file")
     _world_args(p)
 
@@ -102,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p_ev = sub.add_parser("eval", help="evaluate a model on every metric of docs/method.md §4",
                           description="Multiple-choice accuracy (option log-likelihood) on the forget / retain, "
                                       "image / text-only sets of the toy world or a local MLLMU-Bench copy, and the "
-                                      "answer-collapse share on forget images.")
+                                      "answer-collapse share on forget images; or a benchmark's own protocol "
+                                      "(--protocol mllmu / clear) with its JSON and a per-question audit file.")
     p_ev.add_argument("model", help="toy:vanilla, toy:gold or a local model directory")
-    _eval_args(p_ev)
+    _eval_args(p_ev, protocols=True)
     p_rl = sub.add_parser("relearn", help="relearning attack on an unlearned model (llm and visual modes)",
                           description="Fine-tune the model on image questions about part of the forget knowledge "
                                       "(some attributes, or a fraction of the pairs), then measure forget VQA on the "

@@ -9,7 +9,8 @@ e.g. the folder of one configuration. Accepted columns (any subset; each use req
 * ``caption`` (str), ``name`` (str): ``forget01/05/10``, ``retain90/95/99`` (and their variants);
 * ``question``, ``answer`` (str): the ``+tofu`` configurations, and real-faces / real-world rows;
 * ``perturbed_names`` (list of str, or a JSON string of one), ``perturbed_captions`` and any other
-  ``perturbed_*`` column: the ``_perturbed`` configurations;
+  ``perturbed_*`` column, and ``paraphrased_caption`` (str, any ``paraphrased_*`` column): the
+  ``_perturbed`` configurations;
 * ``options`` (list of str or ``{key: str}``, or a JSON string): multiple-choice rows (real faces /
   real world), whose ``answer`` is an option key or an option text;
 * ``id`` / ``ID`` (optional): the row id, else ``"<file name>:<row>"``.
@@ -47,7 +48,8 @@ _WHAT = "CLEAR parquet files (a configuration folder such as forget05/, or one .
 
 
 def _fields(cols: list[str]) -> list[str]:
-    return [c for c in cols if c in ("image", "options", *_TEXT_COLUMNS) or c.startswith("perturbed_")]
+    keep = ("image", "options", *_TEXT_COLUMNS)
+    return [c for c in cols if c in keep or c.startswith(("perturbed_", "paraphrased_"))]
 
 
 def _present(value) -> bool:
@@ -107,7 +109,8 @@ def _rows(path, limit, check):
 
 def load_clear(path, limit: int | None = None) -> list[dict]:
     """Rows as dicts with the fields the file has among ``image`` (PIL RGB or None), ``caption``,
-    ``name``, ``question``, ``answer``, ``options``, ``perturbed_*`` (lists of str), plus ``"id"``.
+    ``name``, ``question``, ``answer``, ``options``, ``perturbed_*`` (lists of str), ``paraphrased_*``,
+    plus ``"id"``.
     ``limit``: at most this many rows."""
     limit = check_limit(limit)
 

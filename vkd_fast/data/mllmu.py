@@ -243,7 +243,7 @@ def _eval_row(out: dict, row: dict, file: Path, r: int, image_column: str | None
     for group, section in _MC_GROUPS:
         field = f"Classification_Task.{group}"
         for k, entry in enumerate(_list(key_of(task, group), file, r, field)):
-            item = _mc_item(entry, file, r, f"{field}[{k}]", rid)
+            item = dict(_mc_item(entry, file, r, f"{field}[{k}]", rid), index=k)
             if section == "vqa":
                 out["vqa"].extend(_with_image(item, images.get(f"{field}[{k}]"), per_image))
             else:
@@ -263,7 +263,7 @@ def _eval_row(out: dict, row: dict, file: Path, r: int, image_column: str | None
                 question = _text(key_of(entry, "Question"), file, r, f"{field}.Question")
             answer = _text(key_of(entry, "Ground_Truth", "Answer"), file, r, f"{field}.Ground_Truth")
             kind = key_of(entry, "Type", "Question_Type")
-            item = {"question": question, "answer": answer, "type": kind, "image": None, "id": rid}
+            item = {"question": question, "answer": answer, "type": kind, "image": None, "id": rid, "index": k}
             if _is_pure_text(kind):
                 out[kind_key].append(item)
             else:
@@ -275,9 +275,13 @@ def load_mllmu_eval(path, limit: int | None = None) -> dict:
 
     * ``"vqa"``: image multiple-choice items (``Image_Textual_Questions``) and ``"qa"``: text-only ones
       (``Pure_Text_Questions``), each ``{"question", "options": {"A": str, ...}, "answer": "A",
-      "image": PIL or None, "id"}`` (the format of ``vkd_fast.eval.metrics.multiple_choice``);
-    * ``"generation"``: ``{"question", "answer" (Ground_Truth), "type", "image", "id"}``;
-    * ``"cloze"``: ``{"question" (with "__"), "answer", "type", "image", "id"}``.
+      "image": PIL or None, "id", "index"}`` (the format of ``vkd_fast.eval.metrics.multiple_choice``);
+    * ``"generation"``: ``{"question", "answer" (Ground_Truth), "type", "image", "id", "index"}``;
+    * ``"cloze"``: ``{"question" (with "__"), "answer", "type", "image", "id", "index"}``.
+
+    ``"index"`` is the question's position in its row's list (``Image_Textual_Questions``,
+    ``Pure_Text_Questions``, ``Generation_Task`` or ``Mask_Task``): MLLMU-Bench's own protocol skips a
+    demonstration person's questions by it.
 
     Image-typed items carry the row's image; ``Pure_Text`` ones have ``image`` None. With an ``images``
     list (``Test_Set``) each image-typed question gives one item per image, with ``"image_index"``.

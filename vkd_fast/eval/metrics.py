@@ -40,6 +40,30 @@ def rouge_l(prediction: str, reference: str) -> float:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
 
 
+def rouge_scores(prediction: str, reference: str, types=("rouge1", "rouge2", "rougeL"), *,
+                 stemmer: bool = True) -> dict:
+    """``{type: Score(precision, recall, fmeasure)}`` of ``prediction`` against ``reference`` (rouge-score,
+    Porter stemming on by default, as MLLMU-Bench and CLEAR score)."""
+    try:
+        from rouge_score import rouge_scorer
+    except ImportError as exc:  # pragma: no cover - rouge-score is in the dev / hf extras
+        raise RuntimeError("ROUGE needs rouge-score: pip install 'vkd-fast[hf]'") from exc
+    return rouge_scorer.RougeScorer(list(types), use_stemmer=stemmer).score(reference, prediction)
+
+
+def bleu(prediction: str, reference: str) -> float:
+    """Sentence BLEU of whitespace tokens (nltk ``sentence_bleu``, uniform 4-gram weights, smoothing
+    method 1), as MLLMU-Bench scores generations: case-sensitive, 0.0 for an empty prediction."""
+    try:
+        from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+    except ImportError as exc:  # pragma: no cover - nltk comes with rouge-score
+        raise RuntimeError("BLEU needs nltk: pip install 'vkd-fast[hf]'") from exc
+    hypothesis = prediction.split()
+    if not hypothesis:
+        return 0.0
+    return float(sentence_bleu([reference.split()], hypothesis, smoothing_function=SmoothingFunction().method1))
+
+
 def answer_collapse_share(answers) -> float:
     """Fraction of answers equal to the most frequent one (1.0: the model answers one thing to all)."""
     answers = list(answers)
@@ -160,23 +184,38 @@ def multiple_choice(model, adapter, tokenizer, items, batch_size: int = 32) -> d
 
 
 @torch.no_grad()
+def generate_ids(model, adapter, prompt_ids: list[int], image_inputs: dict | None, max_new_tokens: int,
+                 pad_token_id: int | None = None) -> list[int]:
+    """Greedy continuation (``model.generate``, no sampling) of one prompt's token ids with its images'
+    processed inputs (``adapter.preprocess(images)``, or None for a text-only prompt): the new token
+    ids only. One prompt at a time, so padding cannot change an answer."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids)], device=device)
+    images = {k: v.to(device) for k, v in (image_inputs or {}).items()}
+    inputs = adapter.model_inputs(ids, torch.ones_like(ids), **images)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_token_id)
+    return out[0, ids.shape[1]:].tolist()
+
+
+def generation_pad_id(tokenizer) -> int | None:
+    """The id ``generate`` pads with: the tokenizer's pad token, else its end-of-sequence token."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def generate_answers(model, adapter, tokenizer, items, max_new_tokens: int = 32) -> list[str]:
     """Greedy answers (``model.generate``, no sampling) to items ``{"question", optional "image"}``, one
     item at a time (no padding effects), decoded without special tokens and stripped."""
     check_positive_int("max_new_tokens", max_new_tokens)
     adapter.require_language_model("generation")
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = generation_pad_id(tokenizer)
     answers = []
     for it in items:
         image = it.get("image")
-        image_inputs = adapter.preprocess([image]) if image is not None else {}
+        image_inputs = adapter.preprocess([image]) if image is not None else None
         n = adapter.num_image_tokens(**image_inputs)[0] if image is not None else None
         ids = tokenizer(adapter.prompt(tokenizer, it["question"], n_image_tokens=n), add_special_tokens=False).input_ids
-        ids = torch.tensor([ids], device=device)
-        inputs = adapter.model_inputs(ids, torch.ones_like(ids), **{k: v.to(device) for k, v in image_inputs.items()})
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
-        answers.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+        new = generate_ids(model, adapter, ids, image_inputs, max_new_tokens, pad)
+        answers.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     return answers
 
 

@@ -81,16 +81,73 @@ def collapse_share(items: list[dict], predictions: list[str]) -> float:
     return sum(answer_collapse_share(g) * len(g) for g in groups.values()) / total
 
 
-def evaluate(model, tokenizer, sets: dict[str, list[dict]], *, adapter=None, batch_size: int = 64,
-             free_form_sets: dict[str, list[dict]] | None = None, max_new_tokens: int = 32) -> dict:
-    """Accuracy on every evaluation set, plus ``collapse_share`` over the forget image sets and
-    ``n`` (items per set). ``free_form_sets`` (e.g. :func:`mllmu_free_form_sets`): sets whose name ends
-    in ``_cloze`` give ``<name>`` = exact-match accuracy of the filled blank, the others
-    ``<name>_rouge_l`` and ``<name>_exact_match`` of greedy answers. The model is evaluated in eval
-    mode and left as it was."""
+def _benchmark_protocol(model, tokenizer, data, adapter, protocol: str, options: dict) -> dict:
+    from .protocols import (
+        ClearBenchmark,
+        ClearScorer,
+        MllmuBenchmark,
+        ModelGenerator,
+        evaluate_clear,
+        evaluate_mllmu,
+    )
+
+    want = {"mllmu": (MllmuBenchmark, "load_mllmu_benchmark(root)"),
+            "clear": (ClearBenchmark, "load_clear_benchmark(root)")}[protocol]
+    if not isinstance(data, want[0]):
+        raise TypeError(f"protocol={protocol!r} evaluates a benchmark folder: pass vkd_fast.eval.{want[1]} as the "
+                        f"third argument, got {type(data).__name__}")
+    generator = ModelGenerator(model, adapter, tokenizer, options.pop("style", None))
+    if protocol == "mllmu":
+        unknown = set(options) - {"seed", "shots", "tasks"}
+        if unknown:
+            raise TypeError(f"protocol='mllmu' takes seed, shots, tasks; got {sorted(unknown)}")
+        out = evaluate_mllmu(generator, data, describe=generator.text, **options)
+    else:
+        unknown = set(options) - {"seed", "reference", "generation_image", "max_new_tokens"}
+        if unknown:
+            raise TypeError(f"protocol='clear' takes seed, reference, generation_image, max_new_tokens; got "
+                            f"{sorted(unknown)}")
+        out = evaluate_clear(generator, ClearScorer(model, adapter, tokenizer), data, describe=generator.text,
+                             **options)
+    out["settings"]["prompt_format"] = generator.describe()
+    out["settings"]["model_type"] = getattr(getattr(model, "config", None), "model_type", None)
+    return out
+
+
+def evaluate(model, tokenizer, sets, *, protocol: str = "likelihood", adapter=None, batch_size: int = 64,
+             free_form_sets: dict[str, list[dict]] | None = None, max_new_tokens: int = 32, **protocol_options) -> dict:
+    """Evaluate ``model`` under ``protocol`` (docs/method.md §4); the model is evaluated in eval mode
+    and left as it was.
+
+    ``"likelihood"`` (default; the toy world's only protocol): ``sets`` is a dict of multiple-choice
+    sets (:func:`toy_eval_sets`, :func:`mllmu_eval_sets`); returns the accuracy on each (the option
+    with the highest length-normalised log-likelihood), ``collapse_share`` over the forget image sets
+    and ``n`` (items per set). ``free_form_sets`` (e.g. :func:`mllmu_free_form_sets`): sets whose name
+    ends in ``_cloze`` give ``<name>`` = exact-match accuracy of the filled blank, the others
+    ``<name>_rouge_l`` and ``<name>_exact_match`` of greedy answers.
+
+    ``"mllmu"``: MLLMU-Bench's own protocol on ``sets`` = :func:`~vkd_fast.eval.protocols.
+    load_mllmu_benchmark` (options ``seed``, ``shots``, ``tasks``, ``style``); ``"clear"``: CLEAR's on
+    ``sets`` = :func:`~vkd_fast.eval.protocols.load_clear_benchmark` (options ``seed``, ``reference``,
+    ``generation_image``, ``max_new_tokens``, ``style``). Both return ``{"results": the benchmark's own
+    JSON, "records": one audit dict per question (prompt, raw generation, parse, verdict),
+    "settings"}``."""
+    from .protocols import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    adapter = adapter or get_adapter(model)
+    if protocol != "likelihood":
+        was_training = model.training
+        model.eval()
+        try:
+            return _benchmark_protocol(model, tokenizer, sets, adapter, protocol, dict(protocol_options))
+        finally:
+            model.train(was_training)
+    if protocol_options:
+        raise TypeError(f"protocol='likelihood' takes no {sorted(protocol_options)}")
     if not isinstance(sets, dict) or not sets:
         raise ValueError("sets must be a non-empty dict of evaluation-set name -> multiple-choice items")
-    adapter = adapter or get_adapter(model)
     was_training = model.training
     model.eval()
     try:

@@ -82,6 +82,12 @@ def write_json(path, report: dict) -> None:
     atomic_write(path, json.dumps(_clean(report), indent=1, allow_nan=False))
 
 
+def write_jsonl(path, records: list[dict]) -> None:
+    """One strict JSON object per line (NaN -> null, non-ASCII kept), written atomically: the
+    protocols' per-question audit file."""
+    atomic_write(path, "".join(json.dumps(_clean(r), ensure_ascii=False, allow_nan=False) + "\n" for r in records))
+
+
 def write_markdown(path, rows: list[dict], title: str = "", notes: str = "") -> None:
     text = (f"## {title}\n\n" if title else "") + markdown_table(rows) + "\n" + (f"\n{notes}\n" if notes else "")
     atomic_write(path, text)

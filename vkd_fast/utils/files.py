@@ -59,3 +59,21 @@ def check_output_file(name: str, path) -> None:
             if not parent.is_dir():
                 raise ValueError(f"{name} {path}: {parent} is a file, not a folder")
             break
+
+
+def read_json_file(name: str, path) -> dict:
+    """A JSON object from the file ``path`` given as option ``name``, or a one-line error saying what is
+    wrong with it (missing, a folder, not JSON, not an object)."""
+    import json
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{name} {p}: " + ("is a directory, expected a JSON file" if p.is_dir()
+                                                    else "does not exist"))
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name} {p}: not a JSON file ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{name} {p}: expected a JSON object, got {type(data).__name__}")
+    return data
