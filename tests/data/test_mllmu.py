@@ -194,7 +194,7 @@ def test_mllmu_cloze_tolerant_keys(tmp_path):
     write(f, [row], eval_schema(as_json=True))
     ev = load_mllmu_eval(f)
     assert ev["vqa"] == [] and ev["qa"] == [{"question": "Q?", "options": {"A": "yes", "B": "no"}, "answer": "B",
-                                             "image": None, "id": "p0", "index": 0}]
+                                             "image": None, "id": "p0", "index": 0, "row": 0}]
     cloze = ev["cloze"]
     assert [c["index"] for c in cloze] == [0, 1]  # the position in Mask_Task (the benchmark's demonstration skip key)
     assert [(c["question"], c["answer"], c["image"]) for c in cloze] == [("Ann likes __.", "tea", None),

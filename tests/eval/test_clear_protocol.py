@@ -218,3 +218,47 @@ def test_cli_eval_protocol_clear(root, tmp_path):
     assert b["KS test p-value"] == pytest.approx(1.0) and b["JS metric"] == pytest.approx(0.0, abs=1e-6)
     bad = run("--reference", str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and "--reference" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_scorer_adds_bos_like_the_processor():
+    """CLEAR tokenises its LLaVA string with the processor, which adds BOS: the scorer does too."""
+    from PIL import Image
+    from tokenizers import processors
+
+    model, tok = T.tiny_llava(), T.tiny_tokenizer()
+    tok._tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    adapter = get_adapter(model)
+    image = Image.new("RGB", (8, 8), YELLOW)
+    scorer = ClearScorer(model, adapter, tok)
+    got = scorer("what is the job ?", image, ["baker"])[0]
+    inputs = adapter.preprocess([image])
+    n = adapter.num_image_tokens(**inputs)[0]
+    prompt = [1] + tok("USER: " + "<image>" * n + "\nwhat is the job ? ASSISTANT:", add_special_tokens=False).input_ids
+    full = prompt + tok(" baker", add_special_tokens=False).input_ids
+    assert scorer.renderer.encode(scorer_prompt("what is the job ?", image), answer="baker")[0] == full
+    x = torch.tensor([full])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=x, attention_mask=torch.ones_like(x), **inputs).logits[0].float(), -1)
+    want = -sum(float(logp[i - 1, full[i]]) for i in range(len(prompt), len(full))) / (len(full) - len(prompt))
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def scorer_prompt(question, image):
+    from vkd_fast.eval.protocols import Prompt, Turn
+    from vkd_fast.eval.protocols.prompt import IMAGE_SLOT
+
+    return Prompt((Turn("USER: ", f"{IMAGE_SLOT}\n{question}"),), " ASSISTANT:", (image,))
+
+
+def test_a_bad_reference_is_refused_before_any_work(root, tmp_path, capsys):
+    from vkd_fast.cli import main
+
+    (tmp_path / "likelihood.json").write_text(json.dumps({"model": "x", "metrics": {"forget_vqa": 0.5}}))
+    code = main(["eval", str(tmp_path / "no-model-here"), "--data", "clear", "--root", str(root),
+                 "--reference", str(tmp_path / "likelihood.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "--reference" in err[-1] and "truth ratios" in err[-1]
+    s = Scripted()
+    with pytest.raises(ValueError, match="truth ratios"):
+        evaluate_clear(s.generate, s.score, load_clear_benchmark(root), reference={"vkd_fast": {"truth_ratios": {}}})
+    assert not s.scored  # refused before scoring anything

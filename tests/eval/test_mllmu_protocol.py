@@ -368,6 +368,9 @@ def test_evaluate_protocol_mllmu_on_a_tiny_llava(root):
         evaluate(model, tok, {"forget_vqa": []}, protocol="mllmu")
     with pytest.raises(ValueError, match="protocol"):
         evaluate(model, tok, bench, protocol="mlmu")
+    for option in ({"batch_size": 8}, {"max_new_tokens": 10}, {"reference": {}}):
+        with pytest.raises(TypeError):
+            evaluate(model, tok, bench, protocol="mllmu", **option)
 
 
 @pytest.mark.slow
@@ -427,3 +430,68 @@ def test_the_readme_reproduction_config_is_valid(tmp_path):
     trainer, options = config_from(tmp_path / "mllmu_vkd.yaml", [], "vkd", str(tmp_path / "run"))
     assert (trainer.steps, trainer.lr, trainer.batch_size) == (300, 1e-3, 8)
     assert (options.trainable, options.tap) == ("vision+projector", "vision:feature")
+
+
+# ------------------------------------------------------------------- the original's finer points
+
+
+def test_demonstrations_follow_full_set_row_order(root):
+    bench = load_mllmu_benchmark(root)
+    orders = set()
+    for seed in range(12):
+        out = evaluate_mllmu(Script(), bench, seed=seed, shots=2, tasks=("classification",))
+        demo = out["settings"]["sets"]["forget"]["classification"]["demo_ids"]
+        assert demo == sorted(demo, key=["p0", "p1", "p2"].index)  # Full_Set's row order, whatever the draw
+        orders.add(tuple(demo))
+    assert len(orders) == 3  # and the draws do differ between seeds
+
+
+def test_limit_keeps_demonstrations_and_the_test_set(root):
+    bench = load_mllmu_benchmark(root, limit=1)  # the forget split's first person only
+    assert [p.id for p in bench.sets["forget"]] == ["p0"] and [p.id for p in bench.sets["test"]] == ["p0"]
+    out = evaluate_mllmu(Script(), bench, seed=0, shots=1, tasks=("classification",))
+    # the demonstration person is still found in Full_Set (not limited), so it is shown and skipped
+    assert out["settings"]["sets"]["forget"]["classification"]["demo_ids"] == ["p0"]
+    assert not records(out, "forget", "classification")
+
+
+def test_mask_task_skip_is_by_index_within_each_type(tmp_path):
+    """A demonstration person whose Full_Set Mask_Task lists the types in another order than the
+    evaluated row: the original skips by (type, index in the whole list), so neither question of the
+    evaluated row is skipped."""
+    import json as _json
+
+    forget = [person("p0", RED), person("p1", BLUE)]
+    full = [person("p0", RED, as_json=True), person("p1", BLUE, as_json=True)]
+    full[0]["Mask_Task"] = _json.dumps(list(reversed(_json.loads(full[0]["Mask_Task"]))))  # Pure_Text first
+    root = tmp_path / "M"
+    write(root / "forget_5" / "a.parquet", forget, eval_schema())
+    write(root / "retain_95" / "a.parquet", [person("r0", CYAN)], eval_schema())
+    write(root / "Full_Set" / "a.parquet", full, eval_schema(as_json=True))
+    bench = load_mllmu_benchmark(root)
+    bench.sets = {"forget": bench.sets["forget"]}
+    for seed in range(20):
+        out = evaluate_mllmu(Script(), bench, seed=seed, shots=1, tasks=("fill_in_the_blank",))
+        if out["settings"]["sets"]["forget"]["fill_in_the_blank"]["demo_ids"] == ["p0"]:
+            break
+    assert out["settings"]["sets"]["forget"]["fill_in_the_blank"]["demo_ids"] == ["p0"]
+    shown = {(r["id"], r["question_type"]) for r in out["records"]}
+    assert ("p0", "Image_Textual") in shown and ("p0", "Pure_Text") in shown
+    assert out["records"][0]["prompt"].startswith("USER:<image>\np0: this person works as a [Blank].")
+
+
+def test_every_option_key_is_listed(tmp_path):
+    import json as _json
+
+    row = person("p0", RED)
+
+    classify = _json.loads(_json.dumps(row["Classification_Task"]))
+    classify["Image_Textual_Questions"][0]["Options"] = {"A": "a", "B": "b", "C": "c", "D": "d", "E": "e"}
+    row = dict(row, Classification_Task=_json.dumps(classify), Generation_Task=_json.dumps(row["Generation_Task"]),
+               Mask_Task=_json.dumps(row["Mask_Task"]))
+    root = tmp_path / "M"
+    write(root / "forget_5" / "a.parquet", [row], eval_schema(as_json=True))
+    write(root / "retain_95" / "a.parquet", [person("r0", CYAN)], eval_schema())
+    out = evaluate_mllmu(Script(lambda p: "E"), load_mllmu_benchmark(root), shots=0, tasks=("classification",))
+    first = records(out, "forget", "classification", "Image_Textual")[0]
+    assert "\nD: d\nE: e\nJust give ONE letter" in first["prompt"] and first["parsed"] == "E"

@@ -33,11 +33,14 @@ def _protocol(args) -> str:
         raise ValueError("--shots applies to --protocol mllmu only")
     if protocol != "clear" and (args.reference or args.generation_image):
         raise ValueError("--reference and --generation-image apply to --protocol clear only")
-    if protocol == "clear":
+    if protocol != "likelihood":
+        from ..eval.metrics import require_text_metrics
         from ..eval.protocols.clear import require_scipy
 
         try:
-            require_scipy()
+            require_text_metrics()
+            if protocol == "clear":
+                require_scipy()
         except ImportError as exc:
             raise ValueError(str(exc)) from None
     if protocol == "likelihood" and args.audit:
@@ -62,7 +65,15 @@ def _run_benchmark_protocol(args, protocol: str) -> int:
 
     audit = _audit_path(args)
     _check_output_file("--audit", audit)
-    reference = read_json_file("--reference", args.reference) if args.reference else None
+    reference = None
+    if args.reference:  # checked before any model loads
+        from ..eval.protocols.clear import reference_truth_ratios
+
+        reference = read_json_file("--reference", args.reference)
+        try:
+            reference_truth_ratios(reference)
+        except ValueError as exc:
+            raise ValueError(f"--reference {args.reference}: {exc}") from None
     if protocol == "mllmu":
         data = load_mllmu_benchmark(args.root, args.forget_split or "forget_5", args.retain_split or "retain_95",
                                     limit=args.limit)

@@ -230,8 +230,9 @@ def _cloze_question(entry: dict):
     return next((v for v in entry.values() if isinstance(v, str) and "__" in v), None)
 
 
-def _eval_row(out: dict, row: dict, file: Path, r: int, image_column: str | None, cols: list[str]) -> None:
-    rid = row_id(row, file, r, "ID")
+def _eval_row(out: dict, row: dict, file: Path, r: int, image_column: str | None, cols: list[str], rid,
+              position: int) -> None:
+    start = {k: len(v) for k, v in out.items()}
     images = _RowImages(row, image_column, file, r)
     per_image = image_column == "images"
     task = parse_json(row.get("Classification_Task"), file, r, "Classification_Task")
@@ -268,9 +269,12 @@ def _eval_row(out: dict, row: dict, file: Path, r: int, image_column: str | None
                 out[kind_key].append(item)
             else:
                 out[kind_key].extend(_with_image(item, images.get(field), per_image))
+    for kind, items in out.items():
+        for item in items[start[kind]:]:
+            item["row"] = position
 
 
-def load_mllmu_eval(path, limit: int | None = None) -> dict:
+def load_mllmu_eval(path, limit: int | None = None, ids=None) -> dict:
     """The evaluation items of an MLLMU-Bench split, by task:
 
     * ``"vqa"``: image multiple-choice items (``Image_Textual_Questions``) and ``"qa"``: text-only ones
@@ -285,11 +289,14 @@ def load_mllmu_eval(path, limit: int | None = None) -> dict:
 
     Image-typed items carry the row's image; ``Pure_Text`` ones have ``image`` None. With an ``images``
     list (``Test_Set``) each image-typed question gives one item per image, with ``"image_index"``.
-    ``limit``: read at most this many rows (people / images), in file order.
+    Every item also has ``"row"``, its row's position in the split (file order). ``limit``: read at most
+    this many rows (people / images), in file order; ``ids``: keep only the rows whose ``ID`` is in
+    it (the others are neither decoded nor counted).
     """
     limit = check_limit(limit)
+    ids = None if ids is None else set(ids)
     out: dict[str, list] = {"vqa": [], "qa": [], "generation": [], "cloze": []}
-    rows = 0
+    rows = seen = 0
     for file in parquet_files(path, _what("evaluation")):
         if limit is not None and rows >= limit:
             break
@@ -303,6 +310,10 @@ def load_mllmu_eval(path, limit: int | None = None) -> dict:
         for r, row in iter_rows(file, read):
             if limit is not None and rows >= limit:
                 break
+            rid = row_id(row, file, r, "ID")
+            seen += 1
+            if ids is not None and rid not in ids:
+                continue
+            _eval_row(out, row, file, r, image_column, cols, rid, seen - 1)
             rows += 1
-            _eval_row(out, row, file, r, image_column, cols)
     return out

@@ -40,6 +40,17 @@ def rouge_l(prediction: str, reference: str) -> float:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
 
 
+def require_text_metrics() -> None:
+    """ROUGE (rouge-score) and BLEU (nltk): a clear error before any work."""
+    import importlib.util
+
+    missing = [name for name, module in (("rouge-score", "rouge_score"), ("nltk", "nltk"))
+               if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(f"the benchmark protocols score generations with {' and '.join(missing)}: pip install "
+                          "'vkd-fast[hf]'")
+
+
 def rouge_scores(prediction: str, reference: str, types=("rouge1", "rouge2", "rougeL"), *,
                  stemmer: bool = True) -> dict:
     """``{type: Score(precision, recall, fmeasure)}`` of ``prediction`` against ``reference`` (rouge-score,

@@ -96,7 +96,8 @@ def _benchmark_protocol(model, tokenizer, data, adapter, protocol: str, options:
     if not isinstance(data, want[0]):
         raise TypeError(f"protocol={protocol!r} evaluates a benchmark folder: pass vkd_fast.eval.{want[1]} as the "
                         f"third argument, got {type(data).__name__}")
-    generator = ModelGenerator(model, adapter, tokenizer, options.pop("style", None))
+    style = options.pop("style", None)
+    generator = ModelGenerator(model, adapter, tokenizer, style)
     if protocol == "mllmu":
         unknown = set(options) - {"seed", "shots", "tasks"}
         if unknown:
@@ -107,29 +108,32 @@ def _benchmark_protocol(model, tokenizer, data, adapter, protocol: str, options:
         if unknown:
             raise TypeError(f"protocol='clear' takes seed, reference, generation_image, max_new_tokens; got "
                             f"{sorted(unknown)}")
-        out = evaluate_clear(generator, ClearScorer(model, adapter, tokenizer), data, describe=generator.text,
+        out = evaluate_clear(generator, ClearScorer(model, adapter, tokenizer, style), data, describe=generator.text,
                              **options)
     out["settings"]["prompt_format"] = generator.describe()
     out["settings"]["model_type"] = getattr(getattr(model, "config", None), "model_type", None)
     return out
 
 
-def evaluate(model, tokenizer, sets, *, protocol: str = "likelihood", adapter=None, batch_size: int = 64,
-             free_form_sets: dict[str, list[dict]] | None = None, max_new_tokens: int = 32, **protocol_options) -> dict:
+def evaluate(model, tokenizer, sets, *, protocol: str = "likelihood", adapter=None, batch_size: int | None = None,
+             free_form_sets: dict[str, list[dict]] | None = None, max_new_tokens: int | None = None,
+             **protocol_options) -> dict:
     """Evaluate ``model`` under ``protocol`` (docs/method.md §4); the model is evaluated in eval mode
     and left as it was.
 
     ``"likelihood"`` (default; the toy world's only protocol): ``sets`` is a dict of multiple-choice
     sets (:func:`toy_eval_sets`, :func:`mllmu_eval_sets`); returns the accuracy on each (the option
-    with the highest length-normalised log-likelihood), ``collapse_share`` over the forget image sets
-    and ``n`` (items per set). ``free_form_sets`` (e.g. :func:`mllmu_free_form_sets`): sets whose name
-    ends in ``_cloze`` give ``<name>`` = exact-match accuracy of the filled blank, the others
-    ``<name>_rouge_l`` and ``<name>_exact_match`` of greedy answers.
+    with the highest length-normalised log-likelihood; ``batch_size`` prompts per forward, default
+    64), ``collapse_share`` over the forget image sets and ``n`` (items per set). ``free_form_sets``
+    (e.g. :func:`mllmu_free_form_sets`): sets whose name ends in ``_cloze`` give ``<name>`` =
+    exact-match accuracy of the filled blank, the others ``<name>_rouge_l`` and ``<name>_exact_match``
+    of greedy answers (``max_new_tokens``, default 32).
 
     ``"mllmu"``: MLLMU-Bench's own protocol on ``sets`` = :func:`~vkd_fast.eval.protocols.
-    load_mllmu_benchmark` (options ``seed``, ``shots``, ``tasks``, ``style``); ``"clear"``: CLEAR's on
-    ``sets`` = :func:`~vkd_fast.eval.protocols.load_clear_benchmark` (options ``seed``, ``reference``,
-    ``generation_image``, ``max_new_tokens``, ``style``). Both return ``{"results": the benchmark's own
+    load_mllmu_benchmark` (options ``seed``, ``shots``, ``tasks``, ``style``; 50 new tokens, as the
+    benchmark); ``"clear"``: CLEAR's on ``sets`` = :func:`~vkd_fast.eval.protocols.load_clear_benchmark`
+    (options ``seed``, ``reference``, ``generation_image``, ``max_new_tokens`` (default 300, CLEAR's),
+    ``style``). Both return ``{"results": the benchmark's own
     JSON, "records": one audit dict per question (prompt, raw generation, parse, verdict),
     "settings"}``."""
     from .protocols import PROTOCOLS
@@ -138,14 +142,25 @@ def evaluate(model, tokenizer, sets, *, protocol: str = "likelihood", adapter=No
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     adapter = adapter or get_adapter(model)
     if protocol != "likelihood":
+        unused = [name for name, value in (("batch_size", batch_size), ("free_form_sets", free_form_sets))
+                  if value is not None]
+        if protocol == "mllmu" and max_new_tokens is not None:
+            unused.append("max_new_tokens")  # MLLMU-Bench's own length (50) is part of its protocol
+        if unused:
+            raise TypeError(f"protocol={protocol!r} does not use {', '.join(unused)} (likelihood options)")
+        options = dict(protocol_options)
+        if max_new_tokens is not None:
+            options["max_new_tokens"] = max_new_tokens
         was_training = model.training
         model.eval()
         try:
-            return _benchmark_protocol(model, tokenizer, sets, adapter, protocol, dict(protocol_options))
+            return _benchmark_protocol(model, tokenizer, sets, adapter, protocol, options)
         finally:
             model.train(was_training)
     if protocol_options:
         raise TypeError(f"protocol='likelihood' takes no {sorted(protocol_options)}")
+    batch_size = 64 if batch_size is None else batch_size
+    max_new_tokens = 32 if max_new_tokens is None else max_new_tokens
     if not isinstance(sets, dict) or not sets:
         raise ValueError("sets must be a non-empty dict of evaluation-set name -> multiple-choice items")
     was_training = model.training

@@ -149,6 +149,21 @@ def _hmean(values: list[float]) -> float:
     return float(hmean(values))
 
 
+def reference_truth_ratios(reference) -> list[float]:
+    """The Forget-task truth ratios of a reference (gold) model's CLEAR result: the whole result (its
+    ``vkd_fast`` block, as the CLI writes it) or :func:`evaluate_clear`'s return value."""
+    ref = {}
+    if isinstance(reference, dict):
+        ref = reference.get("vkd_fast") or reference.get("settings") or reference
+    values = (ref.get("truth_ratios") or {}).get("Forget") if isinstance(ref, dict) else None
+    if (not isinstance(values, list) or not values
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)):
+        raise ValueError("the reference must be a CLEAR result of this protocol, holding the gold model's Forget "
+                         "truth ratios (vkd_fast.truth_ratios.Forget, positive numbers): run `vkd-fast eval GOLD "
+                         "--data clear --protocol clear --output FILE` first")
+    return [float(v) for v in values]
+
+
 def forget_quality(truth_ratios_model, truth_ratios_reference) -> dict:
     """KS-test p-value and Jensen-Shannon distance between two models' Forget-task truth ratios."""
     from scipy.spatial.distance import jensenshannon
@@ -178,9 +193,11 @@ def evaluate_clear(generate, score, bench: ClearBenchmark, *, seed: int = 0, ref
     ``reference``: the ``vkd_fast`` block of a gold model's CLEAR result (or the whole result), whose
     Forget truth ratios give the KS test. Returns ``{"results": CLEAR's flat JSON, "records": one dict
     per item, "settings"}``."""
-    from ..metrics import rouge_scores
+    from ..metrics import require_text_metrics, rouge_scores
 
     require_scipy()
+    require_text_metrics()
+    reference_tr = None if reference is None else reference_truth_ratios(reference)  # before any work
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -229,7 +246,9 @@ def evaluate_clear(generate, score, bench: ClearBenchmark, *, seed: int = 0, ref
                             "generation_prompt": describe(prompt), "generation": generation, "answer": answer,
                             "rougeL_recall": recall, "avg_gt_loss": loss_gt, "avg_paraphrased_loss": loss_para,
                             "average_perturb_loss": loss_pert, "prob": prob,
-                            "truth_ratio_item": math.exp(loss_para - sum(loss_pert) / len(loss_pert)),
+                            # eval.py's own per-item key: exp(paraphrase loss - mean perturbed loss), the
+                            # reciprocal of calculate_metrics' TR (which the aggregates use)
+                            "truth_ratio": math.exp(loss_para - sum(loss_pert) / len(loss_pert)),
                             "answer_beats_perturbed": bool(named[-1])})
         tr = truth_ratios(para, pert)
         forget = task.startswith("Forget")
@@ -244,15 +263,8 @@ def evaluate_clear(generate, score, bench: ClearBenchmark, *, seed: int = 0, ref
     utility = [v for k, v in results.items() if "Forget" not in k]
     results["Model Utility"] = _hmean(utility) if utility else None
     quality = {"KS test p-value": None, "JS metric": None}
-    if reference is not None:
-        ref = reference.get("vkd_fast") or reference.get("settings") or reference if isinstance(reference, dict) else {}
-        ref_tr = (ref.get("truth_ratios") or {}).get("Forget") if isinstance(ref, dict) else None
-        if not ref_tr:
-            raise ValueError("reference must be a CLEAR result of this protocol (its vkd_fast.truth_ratios.Forget "
-                             "array): run `vkd-fast eval GOLD --data clear --protocol clear --output FILE` first")
-        if "Forget" not in per_task:
-            raise ValueError("forget quality needs the Forget task, which had no rows")
-        quality = forget_quality(per_task["Forget"]["truth_ratios"], ref_tr)
+    if reference_tr is not None and "Forget" in per_task:
+        quality = forget_quality(per_task["Forget"]["truth_ratios"], reference_tr)
     results.update(quality)
     settings = {"protocol": "clear", "template_revision": TEMPLATE_REVISION, "seed": seed,
                 "rows_per_configuration": {k: len(v) for k, v in bench.rows.items()},
@@ -265,13 +277,36 @@ def evaluate_clear(generate, score, bench: ClearBenchmark, *, seed: int = 0, ref
 
 class ClearScorer:
     """``score(question, image, answers) -> [mean per-token loss]``: each answer's mean negative
-    log-likelihood after the family's prompt for ``question`` with ``image`` (answer tokens only)."""
+    log-likelihood after CLEAR's question prompt with ``image`` (LLaVA: ``<s>USER: <image>\n{question}
+    ASSISTANT: {answer}``; chat-template families: their template), over the answer tokens only,
+    all answers of one call in one forward."""
 
-    def __init__(self, model, adapter, tokenizer):
+    def __init__(self, model, adapter, tokenizer, style: str | None = None):
+        from .prompt import PromptRenderer
+
         adapter.require_language_model("CLEAR scoring")
         self.model, self.adapter, self.tokenizer = model, adapter, tokenizer
+        self.renderer = PromptRenderer(adapter, tokenizer, style)
 
     def __call__(self, question: str, image, answers: list[str]) -> list[float]:
-        from ..metrics import option_scores
+        import torch
 
-        return [-s for s in option_scores(self.model, self.adapter, self.tokenizer, question, list(answers), image)]
+        from ...utils.text import answer_logprobs, pad_id, pad_right
+
+        prompt = Prompt((Turn("USER: ", f"{IMAGE_SLOT}\n{question}"),), " ASSISTANT:", (image,))
+        prompt_ids, image_inputs = self.renderer.encode(prompt)
+        rows, labels = [], []
+        for answer in answers:
+            ids, _ = self.renderer.encode(prompt, answer=answer)
+            if ids[: len(prompt_ids)] != prompt_ids or len(ids) == len(prompt_ids):
+                raise ValueError(f"CLEAR answer {answer!r}: its tokens do not follow the prompt's, cannot score it")
+            rows.append(ids)
+            labels.append([-100] * len(prompt_ids) + ids[len(prompt_ids):])
+        ids, mask = pad_right(rows, pad_id(self.tokenizer))
+        label_t = pad_right(labels, -100)[0]
+        device = next(self.model.parameters()).device
+        images = {k: torch.cat([v] * len(rows)).to(device) for k, v in image_inputs.items()}
+        with torch.no_grad():
+            logits = self.model(**self.adapter.model_inputs(ids.to(device), mask.to(device), **images)).logits
+        logp, answer_mask = answer_logprobs(logits, label_t.to(device))
+        return (-(logp.sum(1) / answer_mask.sum(1))).tolist()

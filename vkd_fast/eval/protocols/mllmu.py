@@ -69,11 +69,8 @@ class Person:
 
 
 def _people(evaluation: dict) -> list[Person]:
-    """Regroup ``load_mllmu_eval`` items by person (in row order) and question index."""
-    people: dict[str, Person] = {}
-
-    def person(item) -> Person:
-        return people.setdefault(item["id"], Person(item["id"]))
+    """Regroup ``load_mllmu_eval`` items by person, in row order, and by question index."""
+    people: dict[str, tuple[int, Person]] = {}
 
     def image_of(p: Person, item) -> None:
         if item.get("image") is None:
@@ -85,52 +82,68 @@ def _people(evaluation: dict) -> list[Person]:
 
     for kind, attr in (("vqa", "image_mc"), ("qa", "text_mc"), ("cloze", "mask"), ("generation", "generation")):
         for item in evaluation[kind]:
-            p = person(item)
+            p = people.setdefault(item["id"], (item["row"], Person(item["id"])))[1]
             image_of(p, item)
             getattr(p, attr).setdefault(item["index"], {k: v for k, v in item.items()
-                                                         if k not in ("image", "image_index")})
-    return list(people.values())
+                                                         if k not in ("image", "image_index", "row")})
+    return [p for _, p in sorted(people.values(), key=lambda rp: rp[0])]
 
 
-@dataclass
 class MllmuBenchmark:
     """The splits the protocol reads, regrouped by person: ``sets`` (``forget``, ``retain_shared`` and,
-    when present, ``test`` and ``retain_celebrity``) and ``full`` (``Full_Set``, the demonstrations'
-    source; None when the copy has none)."""
+    when present, ``test`` and ``retain_celebrity``), and ``Full_Set`` (the demonstrations' source),
+    read only for the people drawn as demonstrations (:meth:`full_people`)."""
 
-    sets: dict[str, list[Person]]
-    full: dict[str, Person] | None
-    source: dict[str, str]
+    def __init__(self, sets: dict[str, list[Person]], full_path: str | None, source: dict[str, str]):
+        self.sets, self.full_path, self.source = sets, full_path, source
+        self._full: dict[str, tuple[int, Person]] = {}
+
+    def full_people(self, ids) -> list[Person]:
+        """The ``Full_Set`` rows of ``ids``, in ``Full_Set``'s row order (the order the original shows
+        them); ids without a row are left out."""
+        from ...data import load_mllmu_eval
+
+        if self.full_path is None:
+            return []
+        missing = [i for i in ids if i not in self._full]
+        if missing:
+            loaded = load_mllmu_eval(self.full_path, ids=missing)
+            rows = {it["id"]: it["row"] for kind in loaded.values() for it in kind}
+            for person in _people(loaded):
+                self._full[person.id] = (rows[person.id], person)
+        found = [self._full[i] for i in dict.fromkeys(ids) if i in self._full]
+        return [p for _, p in sorted(found, key=lambda rp: rp[0])]
 
 
 def load_mllmu_benchmark(root, forget_split: str = "forget_5", retain_split: str = "retain_95",
                          limit: int | None = None) -> MllmuBenchmark:
-    """Read a local MLLMU-Bench copy for :func:`evaluate_mllmu`. ``Test_Set`` rows are kept for the
-    forget split's people only; ``Test_Set``, ``Retain_Set`` and ``Full_Set`` may be absent (their
-    results are then left out, and demonstrations need ``Full_Set``). ``limit``: rows per file."""
+    """Read a local MLLMU-Bench copy for :func:`evaluate_mllmu`. ``limit``: rows per file of the
+    forget, retain and celebrity splits (quick runs); ``Test_Set`` is read for the forget people
+    only, ``Full_Set`` for the demonstration people only, neither limited. ``Test_Set``,
+    ``Retain_Set`` and ``Full_Set`` may be absent (their results are then left out; demonstrations
+    need ``Full_Set``)."""
     from ...data import load_mllmu_eval, mllmu_split_path
 
-    def read(split):
+    def read(split, **kwargs):
         path = mllmu_split_path(root, split)
-        return _people(load_mllmu_eval(path, limit=limit)), str(path)
+        return _people(load_mllmu_eval(path, **kwargs)), str(path)
 
     sets, source = {}, {}
-    sets["forget"], source["forget"] = read(forget_split)
-    sets["retain_shared"], source["retain_shared"] = read(retain_split)
-    forget_ids = {p.id for p in sets["forget"]}
-    full = None
-    for name, split in (("test", "Test_Set"), ("retain_celebrity", "Retain_Set"), ("full", "Full_Set")):
+    sets["forget"], source["forget"] = read(forget_split, limit=limit)
+    sets["retain_shared"], source["retain_shared"] = read(retain_split, limit=limit)
+    forget_ids = [p.id for p in sets["forget"]]
+    for name, split, kwargs in (("test", "Test_Set", {"ids": forget_ids}),
+                                ("retain_celebrity", "Retain_Set", {"limit": limit})):
         try:
-            people, source[name] = read(split)
+            sets[name], source[name] = read(split, **kwargs)
         except FileNotFoundError:
             continue
-        if name == "test":
-            sets["test"] = [p for p in people if p.id in forget_ids]
-        elif name == "full":
-            full = {p.id: p for p in people}
-        else:
-            sets[name] = people
-    return MllmuBenchmark({k: sets[k] for k in SET_KEYS if k in sets}, full, source)
+    try:
+        full_path = str(mllmu_split_path(root, "Full_Set"))
+        source["full"] = full_path
+    except FileNotFoundError:
+        full_path = None
+    return MllmuBenchmark({k: sets[k] for k in SET_KEYS if k in sets}, full_path, source)
 
 
 # ------------------------------------------------------------------------------------- templates
@@ -209,26 +222,23 @@ def _question_type(item: dict) -> str | None:
 
 
 def _demos(bench: MllmuBenchmark, set_name: str, task: str, shots: int, rng: random.Random, show: bool):
-    """(demo IDs, per-ID skipped indices {id: {"image": set, "text": set}}, demo entries by kind). As in
-    the original, the people are drawn from the evaluated set's IDs (the forget split's for the test
-    set) and looked up in ``Full_Set``; their questions are skipped even where demonstrations are not
-    shown."""
+    """(demo IDs shown, IDs drawn without a ``Full_Set`` row, per-ID skipped indices {id: {"image":
+    set, "text": set}}, demo entries by kind). As in the original, the people are drawn from the
+    evaluated set's IDs (the forget split's for the test set), looked up in ``Full_Set`` and shown in
+    its row order; their questions are skipped even where demonstrations are not shown."""
     ids = list(dict.fromkeys(p.id for p in bench.sets["forget" if set_name == "test" else set_name]))
     chosen = rng.sample(ids, min(shots, len(ids))) if shots else []
     skip: dict[str, dict[str, set]] = {}
     entries: dict[str, list] = {"image": [], "text": []}
-    if chosen and show and bench.full is None:
+    if chosen and show and bench.full_path is None and set_name != "retain_celebrity":
         raise FileNotFoundError("MLLMU-Bench's protocol shows demonstrations from Full_Set/, which this copy does "
                                 "not have: add the Full_Set folder, or pass --shots 0 (shots=0)")
-    for pid in chosen:
-        person = (bench.full or {}).get(pid)
-        if person is None:
-            continue  # not a Full_Set person (the celebrities): no demonstration, nothing skipped
+    people = bench.full_people(chosen)  # the celebrities have no Full_Set row: no demonstration, nothing skipped
+    for person in people:
         image = person.images[0] if person.images else None
-        marks = skip.setdefault(pid, {"image": set(), "text": set()})
+        marks = skip.setdefault(person.id, {"image": set(), "text": set()})
         if task == "classification":
-            groups = (("image", person.image_mc), ("text", person.text_mc))
-            for kind, questions in groups:
+            for kind, questions in (("image", person.image_mc), ("text", person.text_mc)):
                 for idx, item in sorted(questions.items()):
                     entries[kind].append((item, image if kind == "image" else None))
                     marks[kind].add(idx)
@@ -238,7 +248,8 @@ def _demos(bench: MllmuBenchmark, set_name: str, task: str, shots: int, rng: ran
                 if kind is not None:
                     entries[kind].append((item, image if kind == "image" else None))
                     marks[kind].add(idx)
-    return chosen, skip, entries
+    shown = [p.id for p in people]
+    return shown, [i for i in chosen if i not in shown], skip, entries
 
 
 def _pose(person: Person, set_name: str, rng: random.Random):
@@ -258,7 +269,7 @@ def _pct(correct: int, total: int):
 def _run_choice_or_blank(bench, set_name, task, generate, shots, seed, records, describe) -> tuple[dict, dict]:
     rng = random.Random(f"{seed}/{set_name}/{task}")
     show = set_name in DEMO_SETS[task]
-    chosen, skip, demo_entries = _demos(bench, set_name, task, shots, rng, show)
+    chosen, absent, skip, demo_entries = _demos(bench, set_name, task, shots, rng, show)
     tally = {"image": [0, 0], "text": [0, 0]}
     for person in bench.sets[set_name]:
         image, image_index = _pose(person, set_name, rng)
@@ -297,8 +308,10 @@ def _run_choice_or_blank(bench, set_name, task, generate, shots, seed, records, 
                   "Pure Text Question Accuracy": _pct(*tally["text"])}
     else:
         result = {"image_textual_accuracy": _pct(*tally["image"]), "pure_text_accuracy": _pct(*tally["text"])}
-    return result, {"n_image_textual": tally["image"][1], "n_pure_text": tally["text"][1],
-                    "demo_ids": chosen if show else []}
+    info = {"n_image_textual": tally["image"][1], "n_pure_text": tally["text"][1], "demo_ids": chosen if show else []}
+    if absent and set_name != "retain_celebrity":
+        info["demo_ids_not_in_full_set"] = absent  # drawn, but Full_Set has no row: no demonstration from them
+    return result, info
 
 
 def _run_generation(bench, set_name, generate, seed, records, describe) -> tuple[dict, dict]:
@@ -348,6 +361,10 @@ def evaluate_mllmu(generate, bench: MllmuBenchmark, *, seed: int = 0, shots: int
     IDs and counts per set and task}``."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    if "generation" in tuple(tasks):
+        from ..metrics import require_text_metrics
+
+        require_text_metrics()
     if shots is not None:
         if isinstance(shots, bool) or not isinstance(shots, int) or shots < 0:
             raise ValueError(f"shots must be None (the original's counts) or an int >= 0, got {shots!r}")

@@ -73,15 +73,19 @@ def default_style(adapter, tokenizer) -> str:
 class PromptRenderer:
     """Renders :class:`Prompt` s for one model: the audit text, and the token ids + image inputs.
 
-    ``style``: ``"llava"`` or ``"chat"`` (default :func:`default_style`). Processed images are cached by
-    object identity (a demonstration image repeats in every prompt)."""
+    ``style``: ``"llava"`` or ``"chat"`` (default :func:`default_style`). The last ``cache_images``
+    processed images are kept, by object identity (a demonstration image repeats in every prompt of
+    a set; a person's image in each of their questions)."""
 
-    def __init__(self, adapter, tokenizer, style: str | None = None):
+    def __init__(self, adapter, tokenizer, style: str | None = None, cache_images: int = 16):
+        from collections import OrderedDict
+
         style = default_style(adapter, tokenizer) if style is None else style
         if style not in STYLES:
             raise ValueError(f"style must be one of {STYLES}, got {style!r}")
         self.adapter, self.tokenizer, self.style = adapter, tokenizer, style
-        self._processed: dict[int, tuple[object, dict]] = {}
+        self._processed: OrderedDict[int, tuple[object, dict]] = OrderedDict()
+        self._cache_images = cache_images
 
     def describe(self) -> str:
         if self.style == "llava":
@@ -106,19 +110,28 @@ class PromptRenderer:
         per_image = []
         for image in images:
             key = id(image)
-            if key not in self._processed:  # keep the image alive so its id stays unique
+            if key in self._processed:
+                self._processed.move_to_end(key)
+            else:  # the entry keeps the image alive, so its id cannot be reused while cached
                 self._processed[key] = (image, self.adapter.preprocess([image]))
+                while len(self._processed) > self._cache_images:
+                    self._processed.popitem(last=False)
             per_image.append(self._processed[key][1])
         return self.adapter.collate(per_image)
 
-    def encode(self, prompt: Prompt) -> tuple[list[int], dict | None]:
-        """``(token ids, image inputs or None)`` of ``prompt``."""
+    def encode(self, prompt: Prompt, answer: str | None = None) -> tuple[list[int], dict | None]:
+        """``(token ids, image inputs or None)`` of ``prompt`` — followed by ``answer`` when given (the
+        assistant's reply: after a space in the LLaVA style, right after the generation prompt in the
+        chat style). The LLaVA style adds the tokenizer's special tokens (BOS), as a processor call on
+        the benchmark's string does; a chat template writes its own."""
         image_inputs = self._image_inputs(prompt.images)
         counts = self.adapter.num_image_tokens(**image_inputs) if image_inputs else []
         if self.style == "llava":
             text, special = prompt.literal(IMAGE_SLOT), True
+            text += "" if answer is None else f" {answer}"
         else:
             text, special = self._chat(prompt.content(IMAGE_SLOT)), False
+            text += "" if answer is None else answer
         pieces = text.split(IMAGE_SLOT)
         blocks = [self.adapter.image_block(self.tokenizer, int(n)) for n in counts]
         text = pieces[0] + "".join(b + p for b, p in zip(blocks, pieces[1:]))
