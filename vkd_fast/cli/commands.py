@@ -9,6 +9,11 @@ from .options import config_from
 from .specs import _quiet_transformers, _tokenizer_for, _toy_model, _toy_world, load_items, load_model, load_visual
 
 
+def _mllmu_splits(args) -> tuple[str, str]:
+    """--forget-split / --retain-split for --data mllmu (their defaults depend on --data)."""
+    return args.forget_split or "forget_5", args.retain_split or "retain_95"
+
+
 def _eval_sets(args) -> dict:
     from ..eval import mllmu_eval_sets, toy_eval_sets
 
@@ -16,8 +21,7 @@ def _eval_sets(args) -> dict:
         return toy_eval_sets(_toy_world(args))
     if not args.root:
         raise ValueError("--data mllmu needs --root (the local MLLMU-Bench folder)")
-    return mllmu_eval_sets(args.root, args.forget_split or "forget_5", args.retain_split or "retain_95",
-                           limit=args.limit)
+    return mllmu_eval_sets(args.root, *_mllmu_splits(args), limit=args.limit)
 
 
 def _protocol(args) -> str:
@@ -75,8 +79,7 @@ def _run_benchmark_protocol(args, protocol: str) -> int:
         except ValueError as exc:
             raise ValueError(f"--reference {args.reference}: {exc}") from None
     if protocol == "mllmu":
-        data = load_mllmu_benchmark(args.root, args.forget_split or "forget_5", args.retain_split or "retain_95",
-                                    limit=args.limit)
+        data = load_mllmu_benchmark(args.root, *_mllmu_splits(args), limit=args.limit)
         options = {"seed": args.seed, "shots": args.shots}
     else:
         data = load_clear_benchmark(args.root, args.forget_split, args.retain_split,
@@ -133,8 +136,7 @@ def run_eval(args) -> int:
     if args.data == "mllmu" and args.max_new_tokens > 0:
         from ..eval import mllmu_free_form_sets
 
-        free = mllmu_free_form_sets(args.root, args.forget_split or "forget_5", args.retain_split or "retain_95",
-                                    limit=args.limit)
+        free = mllmu_free_form_sets(args.root, *_mllmu_splits(args), limit=args.limit)
     model, tokenizer = load_model(args.model, args)
     tokenizer = _tokenizer_for(args, tokenizer)
     result = evaluate(model, tokenizer, sets, batch_size=args.batch_size, free_form_sets=free,

@@ -33,11 +33,7 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F1 between two strings (rouge-score, no stemming)."""
-    try:
-        from rouge_score import rouge_scorer
-    except ImportError as exc:  # pragma: no cover - rouge-score is in the dev / hf extras
-        raise RuntimeError("ROUGE-L needs rouge-score: pip install 'vkd-fast[hf]'") from exc
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
+    return rouge_scores(prediction, reference, ("rougeL",), stemmer=False)["rougeL"].fmeasure
 
 
 def require_text_metrics() -> None:
@@ -93,30 +89,39 @@ def recovery(acc_before_unlearn: float, acc_after_unlearn: float, acc_after_rele
 
 
 @torch.no_grad()
+def answer_mean_logprobs(model, adapter, prompt_ids: list[int], answers: list[tuple[str, list[int]]],
+                         image_inputs: dict | None = None, pad: int = 0) -> list[float]:
+    """Mean log-probability of each answer's tokens after one prompt, all answers in one forward.
+
+    ``answers``: ``(name for errors, token ids of prompt + answer)``, each checked to extend
+    ``prompt_ids``; ``image_inputs``: the prompt's processed images (repeated once per answer), or
+    None; ``pad``: the id right padding uses (masked out)."""
+    rows, labels = [], []
+    for name, ids in answers:
+        if ids[: len(prompt_ids)] != prompt_ids or len(ids) == len(prompt_ids):
+            raise ValueError(f"{name}: its tokens do not follow the prompt's, cannot score it")
+        rows.append(ids)
+        labels.append([-100] * len(prompt_ids) + ids[len(prompt_ids):])
+    input_ids, mask = pad_right(rows, pad)
+    label_t = pad_right(labels, -100)[0]
+    device = next(model.parameters()).device
+    # one copy of the image per answer (for Qwen that repeats its patches and its grid row alike)
+    images = {k: torch.cat([v] * len(rows)).to(device) for k, v in (image_inputs or {}).items()}
+    inputs = adapter.model_inputs(input_ids.to(device), mask.to(device), **images)
+    logp, answer_mask = answer_logprobs(model(**inputs).logits, label_t.to(device))
+    return (logp.sum(1) / answer_mask.sum(1)).tolist()
+
+
 def option_scores(model, adapter, tokenizer, question: str, options: list[str], image=None) -> list[float]:
     """Length-normalised log-likelihood of each option as the answer to ``question``."""
     if not options:
         raise ValueError("options must not be empty")
-    image_inputs = adapter.preprocess([image]) if image is not None else {}
+    image_inputs = adapter.preprocess([image]) if image is not None else None
     n = adapter.num_image_tokens(**image_inputs)[0] if image is not None else None
     prompt_ids = tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n), add_special_tokens=False).input_ids
-    rows, labels = [], []
-    for option in options:
-        ids = tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n, answer=option),
-                        add_special_tokens=False).input_ids
-        if ids[: len(prompt_ids)] != prompt_ids or len(ids) == len(prompt_ids):
-            raise ValueError(f"option {option!r}: its tokens do not follow the prompt's, cannot score it")
-        rows.append(ids)
-        labels.append([-100] * len(prompt_ids) + ids[len(prompt_ids):])
-    input_ids, mask = pad_right(rows)
-    label_t = pad_right(labels, -100)[0]
-    # one copy of the image per option (for Qwen that repeats its patches and its grid row alike)
-    image_inputs = {k: torch.cat([v] * len(rows)) for k, v in image_inputs.items()}
-    device = next(model.parameters()).device
-    inputs = adapter.model_inputs(input_ids.to(device), mask.to(device),
-                                  **{k: v.to(device) for k, v in image_inputs.items()})
-    logp, answer_mask = answer_logprobs(model(**inputs).logits, label_t.to(device))
-    return (logp.sum(1) / answer_mask.sum(1)).tolist()
+    answers = [(f"option {option!r}", tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n, answer=option),
+                                                 add_special_tokens=False).input_ids) for option in options]
+    return answer_mean_logprobs(model, adapter, prompt_ids, answers, image_inputs)
 
 
 def _option_ids(adapter, tokenizer, question: str, options: list[str], n_image_tokens) -> tuple[list, list]:

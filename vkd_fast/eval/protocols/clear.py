@@ -289,24 +289,11 @@ class ClearScorer:
         self.renderer = PromptRenderer(adapter, tokenizer, style)
 
     def __call__(self, question: str, image, answers: list[str]) -> list[float]:
-        import torch
-
-        from ...utils.text import answer_logprobs, pad_id, pad_right
+        from ...utils.text import pad_id
+        from ..metrics import answer_mean_logprobs
 
         prompt = Prompt((Turn("USER: ", f"{IMAGE_SLOT}\n{question}"),), " ASSISTANT:", (image,))
         prompt_ids, image_inputs = self.renderer.encode(prompt)
-        rows, labels = [], []
-        for answer in answers:
-            ids, _ = self.renderer.encode(prompt, answer=answer)
-            if ids[: len(prompt_ids)] != prompt_ids or len(ids) == len(prompt_ids):
-                raise ValueError(f"CLEAR answer {answer!r}: its tokens do not follow the prompt's, cannot score it")
-            rows.append(ids)
-            labels.append([-100] * len(prompt_ids) + ids[len(prompt_ids):])
-        ids, mask = pad_right(rows, pad_id(self.tokenizer))
-        label_t = pad_right(labels, -100)[0]
-        device = next(self.model.parameters()).device
-        images = {k: torch.cat([v] * len(rows)).to(device) for k, v in image_inputs.items()}
-        with torch.no_grad():
-            logits = self.model(**self.adapter.model_inputs(ids.to(device), mask.to(device), **images)).logits
-        logp, answer_mask = answer_logprobs(logits, label_t.to(device))
-        return (-(logp.sum(1) / answer_mask.sum(1))).tolist()
+        rows = [(f"CLEAR answer {answer!r}", self.renderer.encode(prompt, answer=answer)[0]) for answer in answers]
+        scores = answer_mean_logprobs(self.model, self.adapter, prompt_ids, rows, image_inputs, pad_id(self.tokenizer))
+        return [-s for s in scores]

@@ -216,9 +216,14 @@ def blank_correct(generation: str, ground_truth: str) -> bool:
 _TYPE_NAMES = {"image": "Image_Textual", "text": "Pure_Text"}
 
 
-def _question_type(item: dict) -> str | None:
-    t = str(item.get("type") or "")
-    return "image_textual" if t == "Image_Textual" else "pure_text" if t == "Pure_Text" else None
+def _questions(person: Person, task: str) -> list[tuple[str | None, int, dict]]:
+    """``(kind, index, item)`` of a person's questions for ``task`` (classification or fill-in-the-blank),
+    kind ``"image"`` / ``"text"``, or None for a Mask_Task type the original does not count."""
+    if task == "classification":
+        return ([("image", i, q) for i, q in sorted(person.image_mc.items())]
+                + [("text", i, q) for i, q in sorted(person.text_mc.items())])
+    kinds = {"Image_Textual": "image", "Pure_Text": "text"}
+    return [(kinds.get(str(q.get("type") or "")), i, q) for i, q in sorted(person.mask.items())]
 
 
 def _demos(bench: MllmuBenchmark, set_name: str, task: str, shots: int, rng: random.Random, show: bool):
@@ -237,17 +242,10 @@ def _demos(bench: MllmuBenchmark, set_name: str, task: str, shots: int, rng: ran
     for person in people:
         image = person.images[0] if person.images else None
         marks = skip.setdefault(person.id, {"image": set(), "text": set()})
-        if task == "classification":
-            for kind, questions in (("image", person.image_mc), ("text", person.text_mc)):
-                for idx, item in sorted(questions.items()):
-                    entries[kind].append((item, image if kind == "image" else None))
-                    marks[kind].add(idx)
-        else:
-            for idx, item in sorted(person.mask.items()):
-                kind = {"image_textual": "image", "pure_text": "text"}.get(_question_type(item))
-                if kind is not None:
-                    entries[kind].append((item, image if kind == "image" else None))
-                    marks[kind].add(idx)
+        for kind, idx, item in _questions(person, task):
+            if kind is not None:
+                entries[kind].append((item, image if kind == "image" else None))
+                marks[kind].add(idx)
     shown = [p.id for p in people]
     return shown, [i for i in chosen if i not in shown], skip, entries
 
@@ -274,13 +272,7 @@ def _run_choice_or_blank(bench, set_name, task, generate, shots, seed, records, 
     for person in bench.sets[set_name]:
         image, image_index = _pose(person, set_name, rng)
         marks = skip.get(person.id, {"image": set(), "text": set()})
-        if task == "classification":
-            questions = [("image", i, q) for i, q in sorted(person.image_mc.items())]
-            questions += [("text", i, q) for i, q in sorted(person.text_mc.items())]
-        else:
-            questions = [({"image_textual": "image", "pure_text": "text"}.get(_question_type(q)), i, q)
-                         for i, q in sorted(person.mask.items())]
-        for kind, idx, item in questions:
+        for kind, idx, item in _questions(person, task):
             if kind is None or idx in marks[kind]:
                 continue  # a type the original does not count, or a demonstration question
             demos = demo_entries[kind] if show else []
