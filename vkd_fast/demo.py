@@ -18,6 +18,7 @@ from .eval.probe import identity_probe
 from .eval.protocol import evaluate, toy_eval_sets
 from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
+from .methods import create_method
 from .utils.memory import measure
 from .utils.options import check_types
 from .utils.progress import log_line, progress_bar
@@ -117,7 +118,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         model = models.fresh_vanilla()
         settings = {**DEMO_CONFIGS[method], **config.overrides.get(method, {})}
         options = {**DEMO_CONFIGS[method].get("options", {}), **settings.pop("options", {})}
-        ucfg = UnlearnConfig(**settings)
+        ucfg = UnlearnConfig(**settings).for_method(create_method(method, options))
         adapter = get_adapter(model)
         eval_seconds = [0.0]
 

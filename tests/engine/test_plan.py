@@ -30,8 +30,11 @@ def test_plan_shares_and_interleaving():
     for step, whole in enumerate(plan):
         micro = [ranks[r][2 * step + m] for r in range(2) for m in range(2)]
         assert sum((b.forget for b in micro), []) == whole.forget and all(len(b.forget) == 1 for b in micro)
+        # each forget entry's global place in the run: the same on every rank and micro-batch split
+        assert sum((b.slots for b in micro), ()) == whole.slots == tuple(range(4 * step, 4 * step + 4))
     inter = batch_plan(4, 10, 3, 4, torch.Generator().manual_seed(0), interleave=True)
-    assert list(inter) == [Batch(plan[0].forget, []), Batch([], plan[1].retain), Batch(plan[2].forget, [])]
+    assert list(inter) == [Batch(plan[0].forget, [], (0, 1, 2, 3)), Batch([], plan[1].retain),
+                           Batch(plan[2].forget, [], (8, 9, 10, 11))]
 
 
 def test_the_plan_is_lazy_and_equals_drawing_every_step_up_front():
@@ -44,12 +47,14 @@ def test_the_plan_is_lazy_and_equals_drawing_every_step_up_front():
     for _ in range(50):
         fi = torch.randint(0, 5, (4,), generator=ref).tolist()
         ri = torch.randint(0, 7, (4,), generator=ref).tolist()
-        eager += [Batch(fi[:2], ri[:2]), Batch(fi[2:], ri[2:])]
+        first = 4 * (len(eager) // 2)
+        eager += [Batch(fi[:2], ri[:2], (first, first + 1)), Batch(fi[2:], ri[2:], (first + 2, first + 3))]
     assert list(plan) == eager and plan[-1] == eager[-1] and plan[3:6] == eager[3:6]
     assert plan[7] == eager[7] and plan[90] == eager[90] and plan[1] == eager[1]  # backwards: redrawn
     assert len(plan._held) <= 2  # memory does not grow with steps
     huge = batch_plan(5, 7, steps=10**12, batch_size=4, generator=torch.Generator().manual_seed(3))
-    assert len(huge) == 10**12 and huge[0] == Batch(eager[0].forget + eager[1].forget, eager[0].retain + eager[1].retain)
+    assert len(huge) == 10**12 and huge[0] == Batch(eager[0].forget + eager[1].forget, eager[0].retain + eager[1].retain,
+                                                  (0, 1, 2, 3))
     for bad, message in ((dict(steps=0), "steps must be a positive int"), (dict(batch_size=3, grad_accum=2), "divisible"),
                          (dict(generator=0), "generator must be a torch.Generator")):
         kwargs = {"n_forget": 5, "n_retain": 7, "steps": 5, "batch_size": 4, "generator": torch.Generator(), **bad}
@@ -109,11 +114,13 @@ def test_a_hugging_face_trainer_subclass_gives_the_weights_of_unlearn(tmp_path):
 
     class Plan(torch.utils.data.IterableDataset):  # in order (no sampler); index tensors, as Trainer expects
         def __iter__(self):
-            return iter({"forget": torch.tensor(b.forget), "retain": torch.tensor(b.retain)} for b in plan)
+            return iter({"forget": torch.tensor(b.forget), "retain": torch.tensor(b.retain),
+                         "slots": torch.tensor(b.slots)} for b in plan)
 
     class UnlearningTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, _terms = method.step(Batch(inputs["forget"].tolist(), inputs["retain"].tolist()), generator=gen)
+            batch = Batch(inputs["forget"].tolist(), inputs["retain"].tolist(), tuple(inputs["slots"].tolist()))
+            loss, _terms = method.step(batch, generator=gen)
             return loss
 
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=1,

@@ -129,3 +129,21 @@ def test_lora_runs(method):
     assert result.trainable["lora"] and all("lora_" in n for n in result.trainable["names"])
     a = [p for n, p in result.model.named_parameters() if ".lora_B." in n]
     assert a and any(torch.any(p != 0) for p in a)  # B moved off zero
+
+
+def test_steps_default_to_the_methods_own():
+    from vkd_fast.methods import VKD, create_method
+
+    assert vf.UnlearnConfig().steps is None
+    assert vf.UnlearnConfig().for_method(create_method("vkd")).steps == 600  # VKD.default_steps
+    assert vf.UnlearnConfig().for_method(create_method("ga")).steps == 300
+    assert vf.UnlearnConfig(steps=7).for_method(create_method("vkd")).steps == 7  # an explicit value wins
+    with pytest.raises(ValueError, match="steps must be a positive int"):
+        vf.UnlearnConfig(steps=0)
+
+    class Short(VKD):
+        default_steps = 3
+
+    cfg = vf.UnlearnConfig(batch_size=2, lr=3e-3)
+    result = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, method=Short(), config=cfg)
+    assert len(result.history) == 3 and result.config["steps"] == 3  # trained and recorded: the resolved value

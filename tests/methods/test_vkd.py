@@ -124,15 +124,18 @@ def _row_mse(a, b):
     return ((a - b) ** 2).mean(-1)
 
 
-@pytest.mark.parametrize("target", ["retain_mean", "nearest_retain", "repel"])
+@pytest.mark.parametrize("target", ["retain_mean", "nearest_retain", "repel", "retain_mean+augment"])
 def test_vkd_objective_against_an_independent_computation(target):
     import copy
 
     from vkd_fast.methods import Batch
+    from vkd_fast.methods.vkd.augment import augment_forget_pixels
 
     model = T.tiny_llava()
     teacher = copy.deepcopy(model)
-    method = vf.methods.VKD({"forget_target": target, "lambda_retain": 0.7, "lambda_forget": 1.3})
+    target, augment = target.split("+")[0], 0.6 if target.endswith("+augment") else 0
+    method = vf.methods.VKD({"forget_target": target, "lambda_retain": 0.7, "lambda_forget": 1.3,
+                             "forget_augment": augment})
     method.prepare(model, FORGET, RETAIN)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():  # move the student away from the teacher
@@ -144,6 +147,13 @@ def test_vkd_objective_against_an_independent_computation(target):
         t_retain = _features(teacher, RETAIN)
         t_forget = _features(teacher, FORGET)
     s_f = torch.cat(_features(model, [FORGET[i] for i in batch.forget]))
+    if augment:  # the step's forget views: the images in batch order, augmented from the step's generator
+        ad = A.get_adapter(model)
+        pv = torch.cat([ad.preprocess([FORGET[i]["image"]])["pixel_values"] for i in batch.forget])
+        views = augment_forget_pixels({"pixel_values": pv}, len(pv), augment, torch.Generator().manual_seed(5))
+        assert not torch.equal(views["pixel_values"], pv)
+        s_f = torch.cat([ad.visual_features(tap="vision:feature", pixel_values=v[None])[0]
+                         for v in views["pixel_values"]])
     s_r = torch.cat(_features(model, [RETAIN[i] for i in batch.retain]))
     retain = _row_mse(s_r, torch.cat([t_retain[i] for i in batch.retain])).mean()
     if target == "retain_mean":  # every LLaVA image has 16 tokens here: the anchor is the plain mean

@@ -40,3 +40,52 @@ def test_forget_augment_config():
         VKDOptions(forget_augment=2.0)
     with pytest.raises(ValueError, match="forget_augment needs a target that is not the image.s own"):
         VKDOptions(forget_augment=0.5, forget_target="repel")
+
+
+def test_forget_augment_default():
+    from vkd_fast.methods.vkd.options import DEFAULT_FORGET_AUGMENT
+
+    assert VKDOptions().forget_augment == DEFAULT_FORGET_AUGMENT == 0.6  # on by default (README, Robustness)
+    assert VKDOptions(forget_target="retain_mean").forget_augment == 0.6  # any target that is not the image's own
+    assert VKDOptions(forget_target="repel").forget_augment == 0.0  # repel's target is the image's own features
+    assert VKDOptions(forget_augment=0).forget_augment == 0.0
+
+
+def test_per_image_generators_key_each_view_on_its_image():
+    """A list of generators, one per forget image: image i's view depends only on generator i, so a
+    batch split in two (two processes, two micro-batches) gets the views of the whole batch."""
+    from vkd_fast.methods import entry_generator
+
+    g = torch.Generator().manual_seed(0)
+    pv = torch.randn(4, 3, 32, 32, generator=g)
+    run = torch.Generator().manual_seed(7)
+    state = run.get_state()
+    whole = augment_forget_pixels({"pixel_values": pv}, 3, 0.6, [entry_generator(run, s) for s in (10, 11, 12)])
+    assert torch.equal(run.get_state(), state)  # entry generators do not advance the run's generator
+    first = augment_forget_pixels({"pixel_values": pv[:1]}, 1, 0.6, [entry_generator(run, 10)])
+    rest = augment_forget_pixels({"pixel_values": pv[1:]}, 2, 0.6, [entry_generator(run, s) for s in (11, 12)])
+    assert torch.equal(whole["pixel_values"][:1], first["pixel_values"])
+    assert torch.equal(whole["pixel_values"][1:3], rest["pixel_values"][:2])
+    assert torch.equal(whole["pixel_values"][3], pv[3])
+    # the same image in two slots gets two different views; a generator restored from a saved state
+    # (a resumed run) keys the same views
+    twice = augment_forget_pixels({"pixel_values": pv[:1].repeat(2, 1, 1, 1)}, 2, 0.6,
+                                  [entry_generator(run, s) for s in (10, 11)])["pixel_values"]
+    assert not torch.equal(twice[0], twice[1])
+    resumed = torch.Generator()
+    resumed.set_state(state)
+    assert torch.equal(augment_forget_pixels({"pixel_values": pv[:1]}, 1, 0.6, [entry_generator(resumed, 10)])
+                       ["pixel_values"], first["pixel_values"])
+    other = torch.Generator().manual_seed(8)  # another run seed: other views
+    assert not torch.equal(augment_forget_pixels({"pixel_values": pv[:1]}, 1, 0.6, [entry_generator(other, 10)])
+                           ["pixel_values"], first["pixel_values"])
+    # flattened rows (Qwen-VL): each image's rows drawn from its own generator
+    grid = torch.tensor([[1, 2, 2], [1, 4, 4], [1, 2, 2]])
+    flat = torch.randn(4 + 16 + 4, 12, generator=g)
+    both = augment_forget_pixels({"pixel_values": flat, "image_grid_thw": grid}, 2, 1.0,
+                                 [entry_generator(run, s) for s in (0, 1)])["pixel_values"]
+    second = augment_forget_pixels({"pixel_values": flat[4:20], "image_grid_thw": grid[1:2]}, 1, 1.0,
+                                   [entry_generator(run, 1)])["pixel_values"]
+    assert torch.equal(both[4:20], second) and torch.equal(both[20:], flat[20:])
+    with pytest.raises(ValueError, match="one per forget image"):
+        augment_forget_pixels({"pixel_values": pv}, 3, 0.6, [run])

@@ -55,7 +55,7 @@ def test_nearest_retain_target_pulls_forget_features_to_the_nearest_retain_image
     f_t, near = feats(ad_t, forget), feats(ad_t, [retain[0], retain[1]])  # by colour: forget i -> retain i
     model = T.tiny_llava()
     cfg = UnlearnConfig(steps=100, batch_size=2, lr=5e-3)
-    vf.unlearn(model, forget, retain, config=cfg, options={"forget_target": "nearest_retain"})
+    vf.unlearn(model, forget, retain, config=cfg, options={"forget_target": "nearest_retain", "forget_augment": 0})
     f_s = feats(A.get_adapter(model), forget)
     before, after = (f_t - near).pow(2).mean().item(), (f_s - near).pow(2).mean().item()
     assert after < 0.5 * before, (before, after)
@@ -128,3 +128,64 @@ def test_retain_person_gives_each_forget_person_one_retain_person():
     alone.prepare(T.tiny_llava(), FORGET, retain, seed=0)
     people = [person_of[k] for k in alone.target.keys(list(range(len(FORGET))))]
     assert len(set(people)) == len(FORGET)  # 4 forget images, 4 different retain people (of 5)
+
+
+_Q = [f"what is the {a} of this person ?" for a in ("job", "city")]
+
+
+def _people_items(images, person, answers):
+    """One item per image of ``person``, the questions taking turns, answers from ``answers``."""
+    return [{**it, "identity": person, "question": _Q[i % 2], "answer": answers[i % 2]} for i, it in enumerate(images)]
+
+
+def test_retain_person_matches_the_agreement_of_a_random_stand_in():
+    """One forget person answering (doctor, paris); five retain people who agree with it on 2, 0, 0, 0
+    and 1 of the two questions: a random stand-in agrees 0.3 on average, so matching keeps the one
+    that agrees 0.5 (nearest) -- never the one that hands every answer back."""
+    from vkd_fast.methods import VKD
+
+    forget = _people_items(FORGET, "f", ("doctor", "paris"))
+    table = {"r0": ("doctor", "paris"), "r1": ("pilot", "oslo"), "r2": ("baker", "lima"), "r3": ("farmer", "cairo"),
+             "r4": ("Doctor ", "tokyo")}  # answers compared case- and space-insensitively
+    retain = [it for j, (p, ans) in enumerate(table.items()) for it in _people_items(RETAIN[2 * j: 2 * j + 2], p, ans)]
+    person_of = lambda m: {retain[k - len(forget)]["identity"] for k in m.target.keys(list(range(len(forget))))}  # noqa: E731
+    for seed in range(4):
+        method = VKD({})  # retain_person + match_agreement are the defaults
+        method.prepare(T.tiny_llava(), forget, retain, seed=seed)
+        assert person_of(method) == {"r4"}
+        assert method.target.agreement == pytest.approx({"expected": 0.3, "achieved": 0.5})
+    agreeing = {"r0": 1.0, "r1": 0.0, "r2": 0.0, "r3": 0.0, "r4": 0.5}
+    drawn = set()
+    for seed in range(12):
+        off = VKD({"match_agreement": False})
+        off.prepare(T.tiny_llava(), forget, retain, seed=seed)
+        (p,) = person_of(off)
+        assert off.target.agreement == pytest.approx({"expected": 0.3, "achieved": agreeing[p]})
+        drawn.add(p)
+    assert len(drawn) > 2  # unmatched, the stand-in is whoever the seed draws
+    # items without questions (or people who share none): nothing to match, the first draw stands
+    plain = VKD({})
+    plain.prepare(T.tiny_llava(), [{**it, "identity": "f"} for it in FORGET], retain, seed=0)
+    assert plain.target.agreement is None
+
+
+def test_agreement_draw_prefers_stand_ins_that_answer_differently():
+    from vkd_fast.methods.vkd.targets import agreement_draw, agreement_of, standin_collapse
+
+    f_facts = {"f0": {"q1": "a", "q2": "b"}, "f1": {"q1": "c", "q2": "d"}}
+    r_facts = {"r1": {"q1": "x", "q2": "y"}, "r2": {"q1": "x", "q2": "z"}, "r3": {"q1": "u", "q2": "v"}}
+    weights = {"f0": 3, "f1": 1}
+    same = {"f0": ["r1"], "f1": ["r2"]}  # both say x to q1: their forget images would collapse on q1
+    apart = {"f0": ["r1"], "f1": ["r3"]}
+    assert standin_collapse(same, r_facts, weights) == pytest.approx((1.0 + 0.75) / 2)
+    assert standin_collapse(apart, r_facts, weights) == pytest.approx(0.75)
+    assert agreement_of(same, f_facts, r_facts, weights) == {"expected": 0.0, "achieved": 0.0}
+    assert agreement_draw([same, apart, same], f_facts, r_facts, weights) == 1
+    assert agreement_draw([apart, same], f_facts, r_facts, weights) == 0
+    # agreement first: a stand-in that agrees as often as the average beats diverse but wrong ones
+    r_facts["r4"] = {"q1": "a", "q2": "y"}  # agrees with f0 on half; average over r1..r4 for f0: 0.125
+    near = {"f0": ["r4"], "f1": ["r3"]}
+    a = agreement_of(near, f_facts, r_facts, weights)
+    assert a == pytest.approx({"expected": (3 * 0.125 + 1 * 0.0) / 4, "achieved": 3 * 0.5 / 4})
+    assert agreement_draw([same, near], f_facts, r_facts, weights) == 0  # |0.375-0.094| > |0-0.094|
+    assert agreement_of({"f0": ["r1"]}, {"f0": {"q9": "a"}}, r_facts, {"f0": 1}) is None

@@ -3,7 +3,7 @@ construction; every field carries its documentation in ``dataclasses.fields(Unle
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..utils.options import check_types, option, to_dict
 from ..utils.validate import check_choice, check_positive_int
@@ -16,7 +16,8 @@ class UnlearnConfig:
     #: options that may differ when a run is resumed (they do not change the trajectory)
     RESUMABLE_CHANGES = ("log_path", "log_every", "save_every", "output_dir")
 
-    steps: int = option(300, "optimisation steps")
+    steps: int | None = option(None, "optimisation steps (None = the method's own default_steps: 600 for vkd, "
+                                      "300 for the others)")
     batch_size: int = option(8, "images per optimiser step on each side (forget and retain), over all processes")
     batch_mode: str = option("mixed", "'mixed' (forget and retain in every micro-batch) or 'interleaved' "
                                       "(alternating, for methods that use both sides: vkd, grad_diff, kl_min)")
@@ -43,8 +44,10 @@ class UnlearnConfig:
         check_types(self)
         check_choice("amp", self.amp, ("bf16", "off"))
         check_choice("batch_mode", self.batch_mode, ("mixed", "interleaved"))
-        for name in ("steps", "batch_size", "log_every", "grad_accum"):
+        for name in ("batch_size", "log_every", "grad_accum"):
             check_positive_int(name, getattr(self, name))
+        if self.steps is not None:
+            check_positive_int("steps", self.steps)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         for name in ("weight_decay", "grad_clip", "warmup_steps", "save_every"):
@@ -60,6 +63,11 @@ class UnlearnConfig:
                                  f"{self.device!r}") from None
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
+
+    def for_method(self, method) -> UnlearnConfig:
+        """This config with ``steps`` filled in from ``method.default_steps`` when it is None (what
+        :func:`vkd_fast.unlearn` trains with and records)."""
+        return self if self.steps is not None else replace(self, steps=method.default_steps)
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -52,7 +52,9 @@ class BatchPlan(Sequence):
             while self._next <= step:
                 fi = torch.randint(0, self.n_forget, (self.batch_size,), generator=self._gen).tolist()
                 ri = torch.randint(0, self.n_retain, (self.batch_size,), generator=self._gen).tolist()
-                self._held[self._next] = [Batch(fi[o:o + micro], ri[o:o + micro])
+                first = self._next * self.batch_size
+                self._held[self._next] = [Batch(fi[o:o + micro], ri[o:o + micro],
+                                                tuple(range(first + o, first + o + micro)))
                                           for o in range(lo, lo + micro * self.grad_accum, micro)]
                 self._next += 1
                 for old in [k for k in self._held if k < self._next - self._KEEP]:
@@ -69,7 +71,7 @@ class BatchPlan(Sequence):
             raise IndexError(f"micro-batch {index} of a plan of {len(self)}")
         batch = self._draw(m // self.grad_accum)[m % self.grad_accum]
         if self.interleave:
-            return Batch(batch.forget, []) if m % 2 == 0 else Batch([], batch.retain)
+            return Batch(batch.forget, [], batch.slots) if m % 2 == 0 else Batch([], batch.retain)
         return batch
 
     def __iter__(self):
@@ -84,7 +86,8 @@ def batch_plan(n_forget: int, n_retain: int, steps: int, batch_size: int, genera
 
     Every rank draws the same global plan (per step ``batch_size`` forget and ``batch_size`` retain
     indices, uniformly with replacement) and takes its contiguous share, split into ``grad_accum``
-    micro-batches: optimiser step t uses entries ``t * grad_accum ... (t + 1) * grad_accum - 1``.
+    micro-batches: optimiser step t uses entries ``t * grad_accum ... (t + 1) * grad_accum - 1``. Each
+    batch's ``slots`` are its forget entries' global places (``t * batch_size`` + position).
     ``interleave``: alternate micro-batches of forget only and retain only."""
     return BatchPlan(n_forget, n_retain, steps, batch_size, generator, world_size=world_size, rank=rank,
                      grad_accum=grad_accum, interleave=interleave)

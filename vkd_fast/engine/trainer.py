@@ -142,6 +142,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     if not isinstance(config, UnlearnConfig):
         raise TypeError(f"config must be a vkd_fast.UnlearnConfig, got {type(config).__name__}")
     method = create_method(method, options)
+    config = config.for_method(method)
     if eval_every and eval_fn is None:
         raise ValueError("eval_every needs eval_fn (a callable model -> forget accuracy)")
     forget, retain = check_items("forget", forget), check_items("retain", retain)

@@ -17,6 +17,7 @@ from .base import (
     UnlearningMethod,
     available_methods,
     create_method,
+    entry_generator,
     get_method,
     register_method,
 )
@@ -36,5 +37,5 @@ for _name, _cls in (("vkd", VKD), ("ga", GA), ("grad_diff", GradDiff), ("kl_min"
 __all__ = [
     "GA", "NPO", "VKD", "Batch", "GradDiff", "KLMin", "MMUnlearner", "MMUnlearnerOptions", "MaskOptions",
     "NPOOptions", "NoOptions", "QAMethod", "QAOptions", "SetupContext", "UnlearningMethod", "VKDOptions",
-    "available_methods", "create_method", "get_method", "register_method",
+    "available_methods", "entry_generator", "create_method", "get_method", "register_method",
 ]

@@ -34,10 +34,26 @@ from ..utils.options import from_mapping, to_dict
 
 
 class Batch(NamedTuple):
-    """One micro-batch: indices into the forget and the retain items (either may be empty)."""
+    """One micro-batch: indices into the forget and the retain items (either may be empty).
+
+    ``slots``: the forget entries' places in the run's global draw (``step * batch_size +`` position in
+    that step's batch), which every process agrees on, or empty (a batch not drawn by a plan). A
+    method keys a forget entry's own random draws on its slot (:func:`entry_generator`), so a run
+    draws the same for every entry however its batch is split over processes and micro-batches."""
 
     forget: list[int]
     retain: list[int]
+    slots: tuple[int, ...] = ()
+
+
+def entry_generator(generator: torch.Generator, slot: int) -> torch.Generator:
+    """A CPU generator of its own for the entry in global ``slot`` of a run whose step generator is
+    ``generator``: seeded from the generator's initial seed (kept by its saved state, so a resumed run
+    draws the same) and the slot, without advancing ``generator``."""
+    x = (generator.initial_seed() + (slot + 1) * 0x9E3779B97F4A7C15) % 2**64  # splitmix64 of (seed, slot)
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) % 2**64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) % 2**64
+    return torch.Generator().manual_seed((x ^ (x >> 31)) % 2**63)
 
 
 @dataclass
@@ -69,6 +85,8 @@ class UnlearningMethod:
     Options: ClassVar[type] = NoOptions
     #: whether a micro-batch uses both sides; ``batch_mode="interleaved"`` alternates them only then
     two_sided: ClassVar[bool] = True
+    #: the optimisation steps when ``UnlearnConfig.steps`` is None
+    default_steps: ClassVar[int] = 300
 
     def __init__(self, options=None):
         self.options = make_options(type(self), options)
@@ -109,7 +127,7 @@ class UnlearningMethod:
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
         """Loss of one micro-batch and its named terms (detached tensors). ``upcoming``: the batch
         that comes next, if known (for prefetching); ``generator``: the run's CPU generator, for any
-        random draw the step makes."""
+        random draw the step makes (per forget entry: :func:`entry_generator` of its slot)."""
         raise NotImplementedError
 
     def activation_bytes(self, batch: Batch) -> int | None:

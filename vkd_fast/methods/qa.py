@@ -119,7 +119,7 @@ class QAMethod(UnlearningMethod):
     def activation_bytes(self, batch):
         """Saved activations of the answer log-likelihood forward over ``batch``'s items (the sides
         the method trains on)."""
-        fi, ri = batch
+        fi, ri = batch[0], batch[1]
         examples = [self.qa.forget[i] for i in fi] + ([self.qa.retain[i] for i in ri] if self.two_sided else [])
         return saved_activation_bytes(lambda: self.qa.logp(examples, self.student))
 
@@ -130,7 +130,7 @@ class QAMethod(UnlearningMethod):
         raise NotImplementedError
 
     def step(self, batch, *, upcoming=None, generator=None):
-        fi, ri = batch
+        fi, ri = batch[0], batch[1]
         parts = []
         if fi:  # interleaved batches leave one side empty on alternate steps
             parts.append(self.forget_term(fi))
@@ -143,5 +143,5 @@ class QAMethod(UnlearningMethod):
         return loss, terms
 
     def tokens(self, batch) -> int:
-        fi, ri = batch
+        fi, ri = batch[0], batch[1]
         return self.qa.tokens("forget", fi) + (self.qa.tokens("retain", ri) if self.two_sided else 0)

@@ -15,28 +15,40 @@ from __future__ import annotations
 import torch
 
 
-def augment_forget_pixels(inputs: dict, n_forget: int, strength: float, generator: torch.Generator) -> dict:
+def augment_forget_pixels(inputs: dict, n_forget: int, strength: float,
+                          generator: torch.Generator | list[torch.Generator]) -> dict:
     """``inputs``: a collated batch whose first ``n_forget`` images are forget images. Returns a new
-    dict with those images' pixels augmented (retain images untouched). Deterministic given the
-    generator's state (a CPU generator; draws happen on the CPU)."""
+    dict with those images' pixels augmented (retain images untouched). ``generator``: one CPU
+    generator for all the draws (in image order), or a list of one per forget image (what the VKD
+    step passes: each image's draws keyed on its place in the run, so they do not depend on how the
+    batch is split over processes). Deterministic given the generators' states."""
     if strength <= 0 or n_forget == 0:
         return inputs
+    gens = generator if isinstance(generator, (list, tuple)) else [generator] * n_forget
+    if len(gens) != n_forget:
+        raise ValueError(f"generator: expected one per forget image ({n_forget}), got {len(gens)}")
     pv = inputs["pixel_values"]
     out = pv.clone()
     if pv.dim() >= 4:
         h = pv.shape[-2]
         reach = int(round(strength * h / 8))
-        for i in range(n_forget):
+        for i, g in enumerate(gens):
             if reach:
-                dy, dx = torch.randint(-reach, reach + 1, (2,), generator=generator).tolist()
+                dy, dx = torch.randint(-reach, reach + 1, (2,), generator=g).tolist()
                 out[i] = torch.roll(out[i], shifts=(dy, dx), dims=(-2, -1))
-            noise = torch.randn(out[i].shape, generator=generator) * (0.1 * strength)
+            noise = torch.randn(out[i].shape, generator=g) * (0.1 * strength)
             out[i] += noise.to(out.device, out.dtype)
     else:
         grid = inputs.get("image_grid_thw")
         if grid is None:
             raise ValueError("flattened pixel_values need image_grid_thw to locate the forget images' rows")
-        rows = int(grid[:n_forget].prod(-1).sum())
-        noise = torch.randn((rows, pv.shape[-1]), generator=generator) * (0.1 * strength)
-        out[:rows] += noise.to(out.device, out.dtype)
+        sizes = grid[:n_forget].prod(-1).tolist()
+        if len(set(map(id, gens))) == 1:  # one generator: one draw for all the forget rows
+            sizes = [sum(sizes)]
+            gens = gens[:1]
+        start = 0
+        for n, g in zip(sizes, gens):
+            noise = torch.randn((int(n), pv.shape[-1]), generator=g) * (0.1 * strength)
+            out[start:start + int(n)] += noise.to(out.device, out.dtype)
+            start += int(n)
     return {**inputs, "pixel_values": out}

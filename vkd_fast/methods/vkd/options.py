@@ -11,6 +11,9 @@ from ...utils.validate import check_choice, check_positive_int
 from ..saliency import MaskOptions
 from .targets import get_forget_target
 
+#: the forget-image augmentation strength ``forget_augment=None`` stands for
+DEFAULT_FORGET_AUGMENT = 0.6
+
 
 @dataclass(frozen=True)
 class _VKDFields:
@@ -31,13 +34,17 @@ class _VKDFields:
                                 "Robustness section for what each measured)")
     target_people: int = option(1, "retain_person: how many retain people stand in for each forget person (its "
                                     "images take turns among them)")
+    match_agreement: bool = option(True, "retain_person: among seeded draws of stand-ins keep the one whose answers "
+                                         "agree with the forget people's as often as a random retain person's do on "
+                                         "average (needs items that share questions); False = the first draw")
     misdirect_scale: float = option(1.0, "misdirect anchor length, in mean teacher token norms")
     repel_margin: float = option(1.0, "repel: hinge margin of the distance to the own teacher features")
     repel_noise: float = option(0.01, "repel: relative std of the noise that breaks the student=teacher symmetry")
-    forget_augment: float = option(0.0, "strength in [0, 1] of a random shift + pixel noise applied to forget "
-                                        "images every step (their target does not depend on the view), meant to "
-                                        "carry the forgetting over to unseen images; no clear gain measured on the "
-                                        "toy world. 0 = off")
+    forget_augment: float | None = option(None, "strength in [0, 1] of a random shift + pixel noise applied to forget "
+                                                "images every step (their target does not depend on the view), so "
+                                                "the forgetting carries over to unseen images of the person. None = "
+                                                "0.6 (measured: the stand-in's answers on unseen portraits too), or 0 "
+                                                "for a target that is the image's own features (repel); 0 = off")
     metric: str = option("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
     lambda_retain: float = option(1.0, "weight of the retain term")
     lambda_forget: float = option(1.0, "weight of the forget term")
@@ -97,6 +104,8 @@ class VKDOptions(MaskOptions, _VKDFields):
             raise ValueError(f"perturb_scale must be >= 0, got {self.perturb_scale!r}")
         if self.shrink_perturb > 0 and self.lora is not None:
             raise ValueError("shrink_perturb changes the trained weights themselves; it does not combine with lora")
+        if self.forget_augment is None:
+            object.__setattr__(self, "forget_augment", 0.0 if target.uses_own_features else DEFAULT_FORGET_AUGMENT)
         if not 0 <= self.forget_augment <= 1:
             raise ValueError(f"forget_augment must be in [0, 1], got {self.forget_augment!r}")
         if self.forget_augment > 0 and target.uses_own_features:

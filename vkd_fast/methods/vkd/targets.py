@@ -133,7 +133,16 @@ class RetainPerson(ForgetTarget):
     person, so it carries over to unseen images, and spread over several people, so answers do not
     collapse. People are told apart by the items' ``identity``, ``name`` or ``id``; items with none
     (a folder of images) count as a person each, which spreads the forget images over different
-    retain people like ``random_retain``."""
+    retain people like ``random_retain``.
+
+    ``match_agreement`` (the default): the stand-ins answer the forget people's questions, so the
+    forget accuracy after unlearning is how often their answers happen to equal the forget people's.
+    One draw of a few people leaves that to luck (measured on the toy worlds: 0% on one world, twice
+    chance on another -- both fingerprints). When forget and retain items share questions, up to
+    :data:`MATCH_DRAWS` seeded draws are compared and the first whose stand-ins agree with the
+    forget people (on the questions both answered) nearest to how often a retain person drawn at
+    random agrees on average is kept: the answers then agree with the truth as often as those of a
+    model that never knew the person. See :func:`agreement_draw`."""
 
     def __init__(self, vkd):
         super().__init__(vkd)
@@ -142,10 +151,18 @@ class RetainPerson(ForgetTarget):
         r_people = [_person(it, "retain", i) for i, it in enumerate(retain)]
         g = torch.Generator().manual_seed(vkd.seed)
         candidates = sorted(set(r_people), key=repr)
-        order = [candidates[j] for j in torch.randperm(len(candidates), generator=g).tolist()]
+        f_sorted = sorted(set(f_people), key=repr)
         per = vkd.options.target_people
-        assigned = {p: [order[(n * per + j) % len(order)] for j in range(per)]
-                    for n, p in enumerate(sorted(set(f_people), key=repr))}
+        draws = MATCH_DRAWS if vkd.options.match_agreement else 1
+        orders = [[candidates[j] for j in torch.randperm(len(candidates), generator=g).tolist()] for _ in range(draws)]
+        assign = lambda order: {p: [order[(n * per + j) % len(order)] for j in range(per)]  # noqa: E731
+                                for n, p in enumerate(f_sorted)}
+        weights = {p: f_people.count(p) for p in f_sorted}
+        pick = agreement_draw([assign(o) for o in orders], _facts(forget, f_people), _facts(retain, r_people),
+                              weights) if draws > 1 else 0
+        order, assigned = orders[pick], assign(orders[pick])
+        #: the stand-ins' expected and achieved agreement with the forget people (None: no shared questions)
+        self.agreement = agreement_of(assigned, _facts(forget, f_people), _facts(retain, r_people), weights)
         images = {p: [vkd.r_keys[j] for j, q in enumerate(r_people) if q == p] for p in candidates}
         rows = vkd.cache.rows
         seen: dict = {}
@@ -168,6 +185,76 @@ class RetainPerson(ForgetTarget):
 
     def keys(self, forget_indices):
         return [self.target_keys[i] for i in forget_indices]
+
+
+#: how many seeded stand-in draws ``retain_person`` compares when ``match_agreement`` is on
+MATCH_DRAWS = 256
+
+
+def _facts(items: list[dict], people: list) -> dict:
+    """Each person's answers: ``{person: {question: answer}}`` from the items that have both (answers
+    compared case- and space-insensitively)."""
+    out: dict = {}
+    for it, p in zip(items, people):
+        q, a = it.get("question"), it.get("answer")
+        if isinstance(q, str) and isinstance(a, str):
+            out.setdefault(p, {})[" ".join(q.split())] = " ".join(a.lower().split())
+    return out
+
+
+def _agree(f: dict, r: dict) -> float | None:
+    """Share of the questions both people answered on which they answer the same (None: none shared)."""
+    shared = [q for q in f if q in r]
+    return sum(f[q] == r[q] for q in shared) / len(shared) if shared else None
+
+
+def agreement_of(assigned: dict, f_facts: dict, r_facts: dict, weights: dict) -> dict | None:
+    """``{"expected", "achieved"}``: how often a retain person drawn at random agrees with the forget
+    people on the questions both answered (the mean over retain people, per forget person), and how
+    often the assigned stand-ins do; both weighted by the forget people's image counts. None when no
+    forget person shares a question with any retain person."""
+    expected = achieved = total = 0.0
+    for p, w in weights.items():
+        pool = [a for a in (_agree(f_facts.get(p, {}), r) for r in r_facts.values()) if a is not None]
+        if not pool:
+            continue
+        base = sum(pool) / len(pool)
+        mine = [_agree(f_facts[p], r_facts.get(s, {})) for s in assigned[p]]
+        mine = [base if a is None else a for a in mine]
+        expected += w * base
+        achieved += w * sum(mine) / len(mine)
+        total += w
+    return {"expected": expected / total, "achieved": achieved / total} if total else None
+
+
+def standin_collapse(assigned: dict, r_facts: dict, weights: dict) -> float:
+    """How concentrated the stand-ins' answers are: per question, the (image-weighted) share of the
+    forget images whose stand-in gives the most frequent answer, averaged over questions -- the answer
+    collapse the forget images would show if each answered exactly as its stand-in."""
+    per_q: dict = {}
+    for p, w in weights.items():
+        for s in assigned[p]:
+            for q, a in r_facts.get(s, {}).items():
+                counts = per_q.setdefault(q, {})
+                counts[a] = counts.get(a, 0.0) + w / len(assigned[p])
+    shares = [max(c.values()) / sum(c.values()) for c in per_q.values()]
+    return sum(shares) / len(shares) if shares else 0.0
+
+
+def agreement_draw(assignments: list[dict], f_facts: dict, r_facts: dict, weights: dict) -> int:
+    """Index of the assignment whose achieved agreement (:func:`agreement_of`) is nearest the expected
+    one; among those equally near, the one whose stand-ins answer most differently from one another
+    (lowest :func:`standin_collapse`: one stand-in answer shared by several forget people would make
+    their answers collapse), then the first. 0 when the people share no questions."""
+    best, best_key = 0, None
+    for i, assigned in enumerate(assignments):
+        a = agreement_of(assigned, f_facts, r_facts, weights)
+        if a is None:
+            return 0
+        key = (round(abs(a["achieved"] - a["expected"]), 9), round(standin_collapse(assigned, r_facts, weights), 9))
+        if best_key is None or key < best_key:
+            best, best_key = i, key
+    return best
 
 
 class Repel(ForgetTarget):
