@@ -15,6 +15,7 @@ and trained on the retain people's image questions only -- the best any method t
     python benchmarks/robustness_study.py                          # worlds 0,1,2, every variant
     python benchmarks/robustness_study.py --worlds 0 --variants v0,default --attack-seeds 0
     python benchmarks/robustness_study.py --grid default --oracle   # + the grid for the default, the oracle
+    python benchmarks/robustness_study.py --cost 3 --variants default   # the default's cost vs v0, one run
 
 Per (world, variant) results are kept in benchmarks/results/robustness/cells/ (a rerun skips what is
 there; --fresh recomputes), and the summary is written to benchmarks/results/robustness_study.{csv,md,png}.
@@ -43,19 +44,33 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = RESULTS / "robustness" / "cells"
 
 #: name -> trainer options ("config") and VKD options ("options"); "default" is VKDOptions() as shipped
+#: with VKD's default steps (today: retain_person + match_agreement + forget_augment 0.6, 600 steps)
 VARIANTS = {
     "v0": {"options": {"forget_target": "retain_mean"}},
     "nearest_retain": {"options": {"forget_target": "nearest_retain"}},
     "random_retain": {"options": {"forget_target": "random_retain"}},
-    "retain_person": {"options": {"forget_target": "retain_person"}},
-    "retain_person x2": {"options": {"forget_target": "retain_person", "target_people": 2}},
-    "retain_person x3": {"options": {"forget_target": "retain_person", "target_people": 3}},
-    "retain_person+vision:1": {"options": {"forget_target": "retain_person", "tap": "vision:1"}},
+    # the retain_person rows below are the first seeded draw of stand-ins (before match_agreement)
+    "retain_person": {"options": {"forget_target": "retain_person", "match_agreement": False}},
+    "retain_person x2": {"options": {"forget_target": "retain_person", "target_people": 2, "match_agreement": False}},
+    "retain_person x3": {"options": {"forget_target": "retain_person", "target_people": 3, "match_agreement": False}},
+    "retain_person+vision:1": {"options": {"forget_target": "retain_person", "tap": "vision:1",
+                                           "match_agreement": False}},
     "retain_person+shrink_perturb": {"config": {"steps": 600},
-                                     "options": {"forget_target": "retain_person", "shrink_perturb": 0.6}},
-    "retain_person+meta": {"options": {"forget_target": "retain_person", "lambda_meta": 1.0, "meta_every": 2}},
+                                     "options": {"forget_target": "retain_person", "shrink_perturb": 0.6,
+                                                 "match_agreement": False}},
+    "retain_person+meta": {"options": {"forget_target": "retain_person", "lambda_meta": 1.0, "meta_every": 2,
+                                       "match_agreement": False}},
+    # stand-ins matched to a random stranger's agreement (match_agreement), then forget-image augmentation
+    "retain_person+match": {"options": {"forget_target": "retain_person", "match_agreement": True}},
+    "retain_person+match+augment": {"options": {"forget_target": "retain_person", "match_agreement": True,
+                                                "forget_augment": 0.6}},
     "default": {},
 }
+# every variant but the default ran with the settings of its time: 300 steps, no forget augmentation
+for _name, _spec in VARIANTS.items():
+    if _name != "default":
+        _spec.setdefault("config", {}).setdefault("steps", 300)
+        _spec["options"].setdefault("forget_augment", 0.0)
 
 
 def _mean(xs):
@@ -212,6 +227,38 @@ def plot(rows, path):
     tmp.replace(path)
 
 
+def _cost(world_seed: int, variants: list[str], repeats: int) -> int:
+    """Unlearning wall time of v0 and ``variants`` measured in one process, runs interleaved (v0, a, b,
+    v0, a, b, ...) so a slower or busier moment of the machine touches every variant alike; the cost is
+    the ratio of the fastest run of each to v0's fastest."""
+    import vkd_fast as vf
+    from vkd_fast.data import ToyWorld, ToyWorldConfig, load_toy_models
+
+    models = load_toy_models(ToyWorld(ToyWorldConfig(seed=world_seed)), progress=True)
+    world, tok = models.world, models.tokenizer
+    forget, retain = world.unlearn_items(world.forget_ids), world.unlearn_items(world.retain_ids)
+    times: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name in ["v0", *variants]:
+            spec = VARIANTS[name]
+            model = models.fresh_vanilla()
+            t0 = time.perf_counter()
+            vf.unlearn(model, forget, retain, config=vf.UnlearnConfig(**spec.get("config", {})),
+                       options=spec.get("options", {}), tokenizer=tok)
+            times.setdefault(name, []).append(time.perf_counter() - t0)
+    out = {"world": world_seed, "repeats": repeats, "seconds": times,
+           "cost_vs_v0": {n: min(t) / min(times["v0"]) for n, t in times.items()}, "environment": H.environment()}
+    path = RESULTS / "robustness_cost.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)
+    for name, t in times.items():
+        print(f"{name:<30} {min(t):6.1f} s (runs: {', '.join(f'{x:.1f}' for x in t)})  "
+              f"{out['cost_vs_v0'][name]:.2f}x v0")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", default="0,1,2")
@@ -221,6 +268,10 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-seeds", default="0,1,2")
     ap.add_argument("--oracle", action="store_true", help="also the oracle reference (trains a V+P, ~3 min a world)")
     ap.add_argument("--fresh", action="store_true", help="recompute cells kept from an earlier run")
+    ap.add_argument("--cost", type=int, default=0, metavar="N",
+                    help="only time the unlearning of v0 and of --variants back to back on the first world, N runs "
+                         "each, interleaved (no evaluation); writes results/robustness_cost.json. The cells' own "
+                         "times come from whichever run computed them, so their ratio is not a same-run figure")
     args = ap.parse_args(argv)
     worlds = [int(w) for w in args.worlds.split(",")]
     variants = [v for v in args.variants.split(",") if v]
@@ -235,6 +286,8 @@ def main(argv=None) -> int:
     from vkd_fast.eval import evaluate, toy_eval_sets
     from vkd_fast.utils.text import pad_right
 
+    if args.cost:
+        return _cost(worlds[0], [v for v in variants if v != "v0"], args.cost)
     CELLS.mkdir(parents=True, exist_ok=True)
     rows = []
     env = H.environment()
