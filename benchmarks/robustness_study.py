@@ -107,13 +107,25 @@ def _oracle(models):
     return model
 
 
-def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
+def _unlearn(models, name: str):
+    """(a fresh copy of the world's vanilla model unlearned with variant ``name``, its wall time in s)."""
     import vkd_fast as vf
+
+    spec, world = VARIANTS[name], models.world
+    model = models.fresh_vanilla()
+    t0 = time.perf_counter()
+    vf.unlearn(model, world.unlearn_items(world.forget_ids), world.unlearn_items(world.retain_ids),
+               config=vf.UnlearnConfig(**spec.get("config", {})), options=spec.get("options", {}),
+               tokenizer=models.tokenizer)
+    return model, time.perf_counter() - t0
+
+
+def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
     from vkd_fast.eval import evaluate
     from vkd_fast.eval.probe import identity_probe
     from vkd_fast.eval.relearn import AttackGrid
 
-    world, tok = models.world, models.tokenizer
+    tok = models.tokenizer
     forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
     row = {"world": world_seed, "variant": name}
     seconds = None
@@ -125,11 +137,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
         seconds = time.perf_counter() - t0
     else:
         spec = VARIANTS[name]
-        model = models.fresh_vanilla()
-        t0 = time.perf_counter()
-        vf.unlearn(model, world.unlearn_items(world.forget_ids), world.unlearn_items(world.retain_ids),
-                   config=vf.UnlearnConfig(**spec.get("config", {})), options=spec.get("options", {}), tokenizer=tok)
-        seconds = time.perf_counter() - t0
+        model, seconds = _unlearn(models, name)
         model.eval()
         model.requires_grad_(False)
         row["text_identical"] = bool(torch.equal(state["text"](model), state["vanilla_text"]))
@@ -231,27 +239,18 @@ def _cost(world_seed: int, variants: list[str], repeats: int) -> int:
     """Unlearning wall time of v0 and ``variants`` measured in one process, runs interleaved (v0, a, b,
     v0, a, b, ...) so a slower or busier moment of the machine touches every variant alike; the cost is
     the ratio of the fastest run of each to v0's fastest."""
-    import vkd_fast as vf
     from vkd_fast.data import ToyWorld, ToyWorldConfig, load_toy_models
+    from vkd_fast.eval.report import write_json
 
     models = load_toy_models(ToyWorld(ToyWorldConfig(seed=world_seed)), progress=True)
-    world, tok = models.world, models.tokenizer
-    forget, retain = world.unlearn_items(world.forget_ids), world.unlearn_items(world.retain_ids)
     times: dict[str, list[float]] = {}
     for _ in range(repeats):
         for name in ["v0", *variants]:
-            spec = VARIANTS[name]
-            model = models.fresh_vanilla()
-            t0 = time.perf_counter()
-            vf.unlearn(model, forget, retain, config=vf.UnlearnConfig(**spec.get("config", {})),
-                       options=spec.get("options", {}), tokenizer=tok)
-            times.setdefault(name, []).append(time.perf_counter() - t0)
+            times.setdefault(name, []).append(_unlearn(models, name)[1])
     out = {"world": world_seed, "repeats": repeats, "seconds": times,
            "cost_vs_v0": {n: min(t) / min(times["v0"]) for n, t in times.items()}, "environment": H.environment()}
     path = RESULTS / "robustness_cost.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(path)
+    write_json(path, out)
     for name, t in times.items():
         print(f"{name:<30} {min(t):6.1f} s (runs: {', '.join(f'{x:.1f}' for x in t)})  "
               f"{out['cost_vs_v0'][name]:.2f}x v0")

@@ -174,6 +174,9 @@ def test_vkd_objective_against_an_independent_computation(target):
     torch.testing.assert_close(terms["loss_retain"], retain.detach(), rtol=1e-4, atol=1e-6)
     assert float(retain.detach()) > 1e-6 and float(forget.detach()) > 1e-6
     assert method.tokens(batch) == s_f.shape[0] + s_r.shape[0]
+    # a plain (forget, retain) pair is a batch without slots: the same loss
+    plain, _ = method.step((batch.forget, batch.retain), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(plain, loss.detach(), rtol=0, atol=0)
     loss.backward()
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()

@@ -24,7 +24,8 @@ def augment_forget_pixels(inputs: dict, n_forget: int, strength: float,
     batch is split over processes). Deterministic given the generators' states."""
     if strength <= 0 or n_forget == 0:
         return inputs
-    gens = generator if isinstance(generator, (list, tuple)) else [generator] * n_forget
+    per_image = isinstance(generator, (list, tuple))
+    gens = list(generator) if per_image else [generator] * n_forget
     if len(gens) != n_forget:
         raise ValueError(f"generator: expected one per forget image ({n_forget}), got {len(gens)}")
     pv = inputs["pixel_values"]
@@ -42,13 +43,12 @@ def augment_forget_pixels(inputs: dict, n_forget: int, strength: float,
         grid = inputs.get("image_grid_thw")
         if grid is None:
             raise ValueError("flattened pixel_values need image_grid_thw to locate the forget images' rows")
-        sizes = grid[:n_forget].prod(-1).tolist()
-        if len(set(map(id, gens))) == 1:  # one generator: one draw for all the forget rows
-            sizes = [sum(sizes)]
-            gens = gens[:1]
+        sizes = [int(n) for n in grid[:n_forget].prod(-1).tolist()]
+        if not per_image:  # one generator: one draw for all the forget rows
+            sizes, gens = [sum(sizes)], gens[:1]
         start = 0
         for n, g in zip(sizes, gens):
-            noise = torch.randn((int(n), pv.shape[-1]), generator=g) * (0.1 * strength)
-            out[start:start + int(n)] += noise.to(out.device, out.dtype)
-            start += int(n)
+            noise = torch.randn((n, pv.shape[-1]), generator=g) * (0.1 * strength)
+            out[start:start + n] += noise.to(out.device, out.dtype)
+            start += n
     return {**inputs, "pixel_values": out}

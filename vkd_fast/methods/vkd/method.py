@@ -187,9 +187,9 @@ class VKD(UnlearningMethod):
         collated = collate_inputs(self.adapter, images)
         if o.forget_augment > 0 and fi:  # the target does not depend on the view: any view may be used
             # each image's view is keyed on its place in the run: the same however the batch is split
-            gens = [entry_generator(generator, s) for s in batch.slots] if generator is not None and \
-                len(batch.slots) == len(fi) else generator
-            collated = augment_forget_pixels(collated, len(fi), o.forget_augment, gens)
+            slots = batch[2] if len(batch) > 2 else ()  # a plain (forget, retain) pair has none
+            views = [entry_generator(generator, s) for s in slots] if slots and generator is not None else generator
+            collated = augment_forget_pixels(collated, len(fi), o.forget_augment, views)
         device = self.device
         student, _ = self.student(**{k: v.to(device, non_blocking=True) for k, v in collated.items()})
         n_f = self._n_rows(self.f_keys, fi)

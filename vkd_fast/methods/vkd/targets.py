@@ -158,11 +158,11 @@ class RetainPerson(ForgetTarget):
         assign = lambda order: {p: [order[(n * per + j) % len(order)] for j in range(per)]  # noqa: E731
                                 for n, p in enumerate(f_sorted)}
         weights = {p: f_people.count(p) for p in f_sorted}
-        pick = agreement_draw([assign(o) for o in orders], _facts(forget, f_people), _facts(retain, r_people),
-                              weights) if draws > 1 else 0
+        f_facts, r_facts = _facts(forget, f_people), _facts(retain, r_people)
+        pick = agreement_draw([assign(o) for o in orders], f_facts, r_facts, weights) if draws > 1 else 0
         order, assigned = orders[pick], assign(orders[pick])
         #: the stand-ins' expected and achieved agreement with the forget people (None: no shared questions)
-        self.agreement = agreement_of(assigned, _facts(forget, f_people), _facts(retain, r_people), weights)
+        self.agreement = agreement_of(assigned, f_facts, r_facts, weights)
         images = {p: [vkd.r_keys[j] for j, q in enumerate(r_people) if q == p] for p in candidates}
         rows = vkd.cache.rows
         seen: dict = {}
@@ -208,23 +208,35 @@ def _agree(f: dict, r: dict) -> float | None:
     return sum(f[q] == r[q] for q in shared) / len(shared) if shared else None
 
 
+def _agreements(f_facts: dict, r_facts: dict, weights: dict) -> dict:
+    """``{forget person: ({retain person: agreement}, expected)}`` for the forget people who share a
+    question with some retain person: each retain person's :func:`_agree` (pairs sharing none left
+    out) and their mean. Independent of any assignment, so computed once per set of draws."""
+    out = {}
+    for p in weights:
+        row = {r: a for r, facts in r_facts.items() if (a := _agree(f_facts.get(p, {}), facts)) is not None}
+        if row:
+            out[p] = (row, sum(row.values()) / len(row))
+    return out
+
+
+def _agreement(assigned: dict, table: dict, weights: dict) -> dict | None:
+    expected = achieved = total = 0.0
+    for p, (row, base) in table.items():
+        w = weights[p]
+        mine = [row.get(s, base) for s in assigned[p]]  # a stand-in sharing no question counts as the mean
+        expected += w * base
+        achieved += w * sum(mine) / len(mine)
+        total += w
+    return {"expected": expected / total, "achieved": achieved / total} if total else None
+
+
 def agreement_of(assigned: dict, f_facts: dict, r_facts: dict, weights: dict) -> dict | None:
     """``{"expected", "achieved"}``: how often a retain person drawn at random agrees with the forget
     people on the questions both answered (the mean over retain people, per forget person), and how
     often the assigned stand-ins do; both weighted by the forget people's image counts. None when no
     forget person shares a question with any retain person."""
-    expected = achieved = total = 0.0
-    for p, w in weights.items():
-        pool = [a for a in (_agree(f_facts.get(p, {}), r) for r in r_facts.values()) if a is not None]
-        if not pool:
-            continue
-        base = sum(pool) / len(pool)
-        mine = [_agree(f_facts[p], r_facts.get(s, {})) for s in assigned[p]]
-        mine = [base if a is None else a for a in mine]
-        expected += w * base
-        achieved += w * sum(mine) / len(mine)
-        total += w
-    return {"expected": expected / total, "achieved": achieved / total} if total else None
+    return _agreement(assigned, _agreements(f_facts, r_facts, weights), weights)
 
 
 def standin_collapse(assigned: dict, r_facts: dict, weights: dict) -> float:
@@ -246,11 +258,12 @@ def agreement_draw(assignments: list[dict], f_facts: dict, r_facts: dict, weight
     one; among those equally near, the one whose stand-ins answer most differently from one another
     (lowest :func:`standin_collapse`: one stand-in answer shared by several forget people would make
     their answers collapse), then the first. 0 when the people share no questions."""
+    table = _agreements(f_facts, r_facts, weights)
+    if not table:
+        return 0
     best, best_key = 0, None
     for i, assigned in enumerate(assignments):
-        a = agreement_of(assigned, f_facts, r_facts, weights)
-        if a is None:
-            return 0
+        a = _agreement(assigned, table, weights)
         key = (round(abs(a["achieved"] - a["expected"]), 9), round(standin_collapse(assigned, r_facts, weights), 9))
         if best_key is None or key < best_key:
             best, best_key = i, key
