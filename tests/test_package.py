@@ -55,7 +55,63 @@ def test_kernels_install_as_a_subpackage_not_top_level():
 
     assert vkd_fast.kernels.__name__ == "vkd_fast.kernels"
     assert Path(vkd_fast.kernels.__file__).parent.name == "kernels"
-    assert "kernels" not in sys.modules  # never imported as a top-level package
+    # transformers >= 5.25 imports the PyPI package ``kernels``: whatever holds that name is never ours
+    top = sys.modules.get("kernels")
+    assert top is None or Path(top.__file__).resolve() != Path(vkd_fast.kernels.__file__).resolve()
+
+
+def _python_at(cwd, code: str, *path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYTHONPATH")}
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join(map(str, path))
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+
+
+@pytest.mark.slow
+def test_transformers_imports_from_the_repository_root():
+    # `python -c` from the root puts the root (with our top-level kernels/ folder) first on sys.path;
+    # transformers >= 5.25 does `from kernels import CUDAProperties` at import time
+    out = _python_at(ROOT, "import vkd_fast, transformers.models.llava.modeling_llava, sys\n"
+                           "k = sys.modules.get('kernels')\n"
+                           "print('ok', None if k is None else k.__file__)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("ok")
+    assert str(ROOT / "kernels") not in out.stdout  # the hub package, or none (transformers < 5.25)
+
+
+def _fake_hub_package(tmp_path) -> Path:
+    site = tmp_path / "site"
+    (site / "kernels" / "_internals").mkdir(parents=True)
+    (site / "kernels" / "__init__.py").write_text("from kernels._internals.layer import CUDAProperties\n")
+    (site / "kernels" / "_internals" / "__init__.py").write_text("")
+    (site / "kernels" / "_internals" / "layer.py").write_text("class CUDAProperties:\n    origin = 'hub'\n")
+    return site
+
+
+@pytest.mark.slow
+def test_top_level_kernels_hands_over_to_the_installed_distribution(tmp_path):
+    # independent of the installed transformers: a stand-in for the hub package behind the repository root
+    site = _fake_hub_package(tmp_path)
+    code = ("import sys, kernels, vkd_fast.kernels as ours\n"
+            "from kernels import CUDAProperties\n"
+            "print(CUDAProperties.origin, kernels.__file__, ours.__name__, sys.modules['kernels'] is kernels)")
+    out = _python_at(ROOT, code, ROOT, site)  # the repository root first, as `python -c` from it has it
+    assert out.returncode == 0, out.stderr[-2000:]
+    origin, file, ours, same = out.stdout.split()
+    assert (origin, ours, same) == ("hub", "vkd_fast.kernels", "True")
+    assert Path(file).resolve() == (site / "kernels" / "__init__.py").resolve()
+
+
+@pytest.mark.slow
+def test_top_level_kernels_without_the_distribution_is_not_found(tmp_path):
+    code = ("import sys\n"
+            "sys.path[:] = [p for p in sys.path if 'site-packages' not in p]\n"  # no hub package anywhere
+            "try:\n    import kernels\nexcept ModuleNotFoundError as e:\n"
+            "    print('missing', e.name, 'kernels' in sys.modules)\n")
+    out = _python_at(ROOT, code, ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["missing", "kernels", "False"]
 
 
 def test_every_subpackage_is_listed_for_installation():
