@@ -82,10 +82,10 @@ def items(n: int, side: int, base: float, answer: str, seed: int):
 
     g = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(n):
+    for i in range(n):  # each image a person of its own (VKD's default target groups images by person)
         pixels = (torch.rand(side, side, 3, generator=g) * 60 + base).clamp(0, 255).to(torch.uint8)
         out.append({"image": Image.fromarray(pixels.numpy()), "question": "what is the job of this person ?",
-                    "answer": answer})
+                    "answer": answer, "identity": i})
     return out
 
 

@@ -210,7 +210,7 @@ def _unlearn(args, run: Path, load: str) -> dict:
     t0 = time.perf_counter()
     code = main(["unlearn", args.ckpt, "--forget", str(forget), "--retain", str(retain), "--output-dir", str(run),
                  load, "--save", "delta", f"steps={args.steps}", "batch_size=1", "log_every=1", "lr=1e-4",
-                 f"log_path={run / 'log.jsonl'}"])
+                 f"log_path={run / 'log.jsonl'}", "--person-per-image"])  # flat folders: a person per image
     seconds = time.perf_counter() - t0
     if code != 0:
         raise SystemExit(f"vkd-fast unlearn exited {code}")

@@ -11,6 +11,17 @@
    use, cached), loaded with ``vf.load_visual_model`` (no language model in memory), trained with
    bf16 autocast: peak CUDA memory and median step time.
 
+4. ``recipe``: the paper's recipe as shipped (configs/mllmu_llava15_vkd.sh: unlearn, export, MLLMU-Bench
+   protocol evaluation of the unlearned and the vanilla model) on the GPU at tiny size -- a tiny LLaVA
+   saved in the hub's folder layout and MLLMU-Bench-format folders (tests/_recipe_fixture.py), only the
+   sizes changed -- each command's exit code and wall time, the device each said it ran on, and the
+   scores. It needs pyarrow, rouge-score and nltk; where they are missing it says so and is skipped.
+
+On an image that has torch, transformers (>= 5.17), triton, peft, pybind11 and ninja but reaches no
+package index::
+
+    pip install --no-deps --no-build-isolation -e . && python benchmarks/gpu_check.py --out gpu_check.json
+
 Without CUDA, ``--dry-run`` runs the same code paths on tiny CPU shapes (the Triton kernel under
 the interpreter, the cache unpinned, the small-shaped checkpoint), so the script is known to start
 before a GPU is rented; the JSON then says ``"dry_run": true`` and its timings mean nothing.
@@ -124,9 +135,9 @@ def check_vkd_step(device, dry: bool, cache_dir: Path) -> dict:
 
     g = torch.Generator().manual_seed(0)
 
-    def images(n, base):
+    def images(n, base):  # each image a person of its own (VKD's default target groups images by person)
         return [{"image": Image.fromarray((torch.rand(side, side, 3, generator=g) * 60 + base).clamp(0, 255)
-                                          .to(torch.uint8).numpy())} for _ in range(n)]
+                                          .to(torch.uint8).numpy()), "identity": i} for i in range(n)]
 
     forget, retain = images(2 * shape["batch"], 200.0), images(2 * shape["batch"], 20.0)
     config = vf.UnlearnConfig(steps=shape["steps"], batch_size=shape["batch"], lr=1e-4, log_every=1,
@@ -142,6 +153,44 @@ def check_vkd_step(device, dry: bool, cache_dir: Path) -> dict:
             "peak_memory_bytes": m["peak_extra_bytes"], "memory_kind": m["memory_kind"],
             "loss_finite": all(v == v and abs(v) != float("inf") for k, v in last.items() if k.startswith("loss")),
             "seconds": m["seconds"]}
+
+
+def check_recipe(device, dry: bool, workdir: Path) -> dict:
+    """The shipped recipe's commands at tiny size on ``device`` (see the module docstring)."""
+    import importlib.util
+    import shutil
+    import subprocess
+
+    missing = [m for m in ("pyarrow", "rouge_score", "nltk", "yaml") if importlib.util.find_spec(m) is None]
+    if missing:
+        return {"skipped": f"missing packages: {', '.join(missing)}", "ok": None}
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "tests"))
+    from _recipe_fixture import RECIPE_SIZES, hub_folder, mllmu_fixture
+
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    vanilla = hub_folder(workdir / "vanilla")
+    bench, train = mllmu_fixture(workdir)
+    out = workdir / "run"
+    exe = shutil.which("vkd-fast", path=str(Path(sys.executable).parent)) or "vkd-fast"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(VANILLA=str(vanilla), BENCH=str(bench), TRAIN=str(train), OUT=str(out), SEEDS="0",
+               DEVICE=str(device), VKD_FAST=exe, **RECIPE_SIZES)
+    t0 = time.perf_counter()
+    run = subprocess.run(["bash", str(root / "configs" / "mllmu_llava15_vkd.sh")], capture_output=True, text=True,
+                         env=env, timeout=420, check=False)
+    said = [line for line in run.stderr.splitlines() if ": device " in line]
+    report = {"returncode": run.returncode, "seconds": time.perf_counter() - t0, "device_lines": said,
+              "stderr_tail": run.stderr[-1500:] if run.returncode else ""}
+    if run.returncode == 0:
+        result = json.loads((out / "run" / "result.json").read_text())
+        report["unlearn"] = {"steps": result["steps_run"], "wall_seconds": result["wall_seconds"],
+                             "visual_only": result["visual_only"], "last": result["last"]}
+        report["eval"] = {who: json.loads((out / "eval" / f"{who}-seed0.json").read_text())["Forget Set Results"]
+                          ["classification"] for who in ("vkd", "vanilla")}
+    report["ok"] = run.returncode == 0 and len(said) == 3 and all(f"device {device.type}" in line for line in said)
+    return report
 
 
 def main(argv=None) -> int:
@@ -164,8 +213,10 @@ def main(argv=None) -> int:
     print(json.dumps(report["cache"], indent=1), flush=True)
     report["vkd_step"] = check_vkd_step(device, args.dry_run, Path(args.cache_dir))
     print(json.dumps(report["vkd_step"], indent=1), flush=True)
+    report["recipe"] = check_recipe(device, args.dry_run, Path(args.cache_dir) / "recipe")
+    print(json.dumps(report["recipe"], indent=1), flush=True)
     report["ok"] = (all(r["matches_reference"] for r in report["loss"]) and report["cache"]["prefetch_matches"]
-                    and report["vkd_step"]["loss_finite"])
+                    and report["vkd_step"]["loss_finite"] and report["recipe"]["ok"] is not False)
     report["seconds"] = time.perf_counter() - t0
     from vkd_fast.utils.files import atomic_write
 

@@ -7,12 +7,15 @@ from PIL import Image
 
 
 def _images(n, base, seed, sizes=((32, 32), (32, 64), (64, 32))):
+    """``n`` items, each picturing a person of its own: ``identity`` = the item's index (VKD's default
+    ``retain_person`` target needs a person per item; index identities order the people as the
+    implicit one-person-per-image of earlier versions did, so the draws and figures are the same)."""
     g = torch.Generator().manual_seed(seed)
     out = []
-    for _ in range(n):
+    for i in range(n):
         h, w = sizes[int(torch.randint(0, len(sizes), (1,), generator=g))]
         pixels = (torch.rand(h, w, 3, generator=g) * 60 + torch.tensor(base)).clamp(0, 255).to(torch.uint8)
-        out.append({"image": Image.fromarray(pixels.numpy())})
+        out.append({"image": Image.fromarray(pixels.numpy()), "identity": i})
     return out
 
 

@@ -31,6 +31,10 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path):
     assert step["checkpoint_write_seconds"] is not None and step["steps"] == 2 and step["loss_finite"]
     assert len(list((tmp_path / "cache").glob("llava-1.5-small-shaped-*/*.safetensors"))) == 4
     assert step["visual_params"] == 3327488 + 787968  # CLIP-like tower + projector of the small shape
+    recipe = report["recipe"]  # the shipped recipe's commands at tiny size, on the check's device
+    assert recipe["ok"] and recipe["returncode"] == 0 and recipe["unlearn"]["steps"] == 3, recipe
+    assert len(recipe["device_lines"]) == 3 and all("device cpu" in line for line in recipe["device_lines"])
+    assert set(recipe["eval"]) == {"vkd", "vanilla"}
 
 
 def test_gpu_check_without_cuda_says_what_to_do(tmp_path):

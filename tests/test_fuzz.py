@@ -116,6 +116,6 @@ def test_cli_options_and_data_specs_fail_in_one_line(tmp_path):
     bad_model.mkdir()
     (bad_model / "config.json").write_text("{not json")
     for args in (["eval", str(bad_model)], ["unlearn", str(bad_model), "--full-model", "--forget", str(imgs), "--retain",
-                                           str(imgs), "--output-dir", str(tmp_path / "run2")]):
+                                           str(imgs), "--output-dir", str(tmp_path / "run2"), "--person-per-image"]):
         out = subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=300, check=False)
         assert out.returncode == 2 and "Traceback" not in out.stderr and "cannot be loaded" in out.stderr, out.stderr

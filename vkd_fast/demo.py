@@ -19,6 +19,7 @@ from .eval.protocol import evaluate, toy_eval_sets
 from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
 from .methods import create_method
+from .utils.devices import check_device_spec, resolve_device
 from .utils.memory import measure
 from .utils.options import check_types
 from .utils.progress import log_line, progress_bar
@@ -52,6 +53,9 @@ class DemoConfig:
         splits=("attributes:job,city", "attributes:hobby,pet"), lrs=(1e-4, 1e-3), steps=(40, 200), seeds=(0,)))
     early_stop_every: int = 5  # baselines: steps between forget-accuracy checks
     bars: Bars = field(default_factory=Bars)  # what VKD is held to (PASS / FAIL at the end)
+    #: where unlearning, evaluation and the attacks run ("auto": the accelerator when one is visible);
+    #: the toy models are built on the CPU. Float results differ between devices.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -61,6 +65,7 @@ class DemoConfig:
         unknown = sorted(set(self.overrides) - set(self.methods))
         if unknown:
             raise ValueError(f"overrides for method(s) not run: {unknown}")
+        check_device_spec("device", self.device)
 
 
 def _log(msg: str) -> None:
@@ -71,8 +76,9 @@ def _text_logits(model, tokenizer, items) -> torch.Tensor:
     adapter = get_adapter(model)
     rows = [tokenizer(adapter.prompt(tokenizer, it["question"]), add_special_tokens=False).input_ids for it in items]
     ids, mask = pad_right(rows)
+    device = next(model.parameters()).device
     with torch.no_grad():
-        return adapter.text_logits(ids, mask)
+        return adapter.text_logits(ids.to(device), mask.to(device))
 
 
 def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress: bool = True,
@@ -81,6 +87,9 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     report dict; with ``output_dir`` also writes report.json, report.md and report.png there.
     ``environment``: recorded in the JSON report (the CLI passes ``vkd-fast doctor``'s report)."""
     config = config or DemoConfig()
+    device = resolve_device(config.device)
+    models.vanilla.to(device)
+    models.gold.to(device)
     world, tok = models.world, models.tokenizer
     sets = toy_eval_sets(world)
     chance = 1 / len(sets["forget_vqa"][0]["options"])
@@ -115,8 +124,8 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     for method in config.methods:
         if stages is not None:
             stages.set_postfix(method=method)
-        model = models.fresh_vanilla()
-        settings = {**DEMO_CONFIGS[method], **config.overrides.get(method, {})}
+        model = models.fresh_vanilla().to(device)
+        settings = {"device": str(device), **DEMO_CONFIGS[method], **config.overrides.get(method, {})}
         options = {**DEMO_CONFIGS[method].get("options", {}), **settings.pop("options", {})}
         ucfg = UnlearnConfig(**settings).for_method(create_method(method, options))
         adapter = get_adapter(model)

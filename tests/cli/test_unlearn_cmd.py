@@ -16,12 +16,16 @@ from PIL import Image
 EXE = str(Path(sys.executable).with_name("vkd-fast"))
 
 
-def _image_dir(path: Path, n: int, base, seed: int) -> Path:
+def _image_dir(path: Path, n: int, base, seed: int, people: bool = False) -> Path:
+    """``n`` images in ``path``: flat (no person named), or with ``people`` each in a person folder of
+    its own (``path/person<i>/<i>.png``, the ImageFolder layout VKD's default target reads persons from)."""
     path.mkdir()
     g = torch.Generator().manual_seed(seed)
     for i in range(n):
         pixels = (torch.rand(32, 48, 3, generator=g) * 60 + torch.tensor(base)).clamp(0, 255).to(torch.uint8)
-        Image.fromarray(pixels.numpy()).save(path / f"{i:03d}.png")
+        folder = path / f"person{i}" if people else path
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(pixels.numpy()).save(folder / f"{i:03d}.png")
     return path
 
 
@@ -34,8 +38,16 @@ def _run(*args, cwd):
 def test_unlearn_cli_end_to_end(tmp_path):
     model = T.tiny_llava()
     model.save_pretrained(tmp_path / "model")
-    forget = _image_dir(tmp_path / "forget", 3, [200.0, 0.0, 0.0], 0)
-    retain = _image_dir(tmp_path / "retain", 6, [0.0, 0.0, 200.0], 1)
+    forget = _image_dir(tmp_path / "forget", 3, [200.0, 0.0, 0.0], 0, people=True)
+    retain = _image_dir(tmp_path / "retain", 6, [0.0, 0.0, 200.0], 1, people=True)
+    # a flat folder names no person: VKD's default target refuses it in one line, before any work
+    flat = _image_dir(tmp_path / "flat", 2, [0.0, 200.0, 0.0], 2)
+    bad = _run("unlearn", str(tmp_path / "model"), "--forget", str(flat), "--retain", str(retain), "--output-dir",
+               str(tmp_path / "run"), "steps=2", cwd=tmp_path)
+    errors = [line for line in bad.stderr.splitlines() if "error" in line]
+    assert bad.returncode == 2 and len(errors) == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert "2 of the 2 forget items have no person" in errors[0] and "--person-per-image" in errors[0]
+    assert not (tmp_path / "run").exists()
     # trainer options at the top, the method's under its name (another method's section is ignored);
     # 3e-3 is text to YAML 1.1 and a float to the option
     (tmp_path / "cfg.yaml").write_text("steps: 20\nbatch_size: 2\nlr: 3e-3\nvkd:\n  trainable: projector+vision_last:1\n"
@@ -100,7 +112,8 @@ def test_unlearn_cli_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_unlearn_cli_bf16_checkpoint_trains_in_fp32_on_both_paths(tmp_path):
     """A hub checkpoint is bf16: both loading paths train in float32 by default and agree bit for bit;
-    --dtype auto keeps the checkpoint's dtype."""
+    --dtype auto loads the checkpoint's dtype, and the trained tensors are still float32
+    (trained_dtype) unless trained_dtype=null keeps them as loaded."""
     T.tiny_llava().to(torch.bfloat16).save_pretrained(tmp_path / "model")
     forget = _image_dir(tmp_path / "forget", 2, [200.0, 0.0, 0.0], 0)
     retain = _image_dir(tmp_path / "retain", 2, [0.0, 0.0, 200.0], 1)
@@ -110,15 +123,19 @@ def test_unlearn_cli_bf16_checkpoint_trains_in_fp32_on_both_paths(tmp_path):
     for flag in ("--visual-only", "--full-model"):
         out = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain),
                    "--output-dir", str(tmp_path / flag), flag, "--save", "delta", "steps=2", "batch_size=1",
-                   cwd=tmp_path)
+                   "--person-per-image", cwd=tmp_path)  # flat folders: each image a person of its own
         assert out.returncode == 0, out.stderr
         deltas[flag] = load_file(tmp_path / flag / "delta.safetensors")
     a, b = deltas["--visual-only"], deltas["--full-model"]
     assert a.keys() == b.keys() and all(a[n].dtype == torch.float32 and torch.equal(a[n], b[n]) for n in a)
-    auto = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain), "--output-dir",
-                str(tmp_path / "auto"), "--dtype", "auto", "--save", "delta", "steps=1", "batch_size=1", cwd=tmp_path)
-    assert auto.returncode == 0, auto.stderr
-    assert all(t.dtype == torch.bfloat16 for t in load_file(tmp_path / "auto" / "delta.safetensors").values())
+    for extra, dtype in (([], torch.float32), (["trained_dtype=null"], torch.bfloat16)):
+        run = tmp_path / f"auto{len(extra)}"
+        auto = _run("unlearn", str(tmp_path / "model"), "--forget", str(forget), "--retain", str(retain),
+                    "--output-dir", str(run), "--dtype", "auto", "--save", "delta", "steps=1", "batch_size=1",
+                    "--person-per-image", *extra, cwd=tmp_path)
+        assert auto.returncode == 0, auto.stderr
+        assert "a local model's weights: the checkpoint's dtype" in auto.stderr
+        assert {t.dtype for t in load_file(run / "delta.safetensors").values()} == {dtype}, extra
 
 
 @pytest.mark.slow
@@ -158,7 +175,7 @@ def test_unlearn_cli_errors_and_help(tmp_path):
                            (["vkd.lambda_forget=inf"], "VKDOptions.lambda_forget must be a finite number"),
                            (["vkd.trainable=everything"], "trainable must be"),
                            (["warmup_steps=2.5"], "warmup_steps"),
-                           (["device=tpu"], "device must be a torch device"),
+                           (["device=tpu"], "device must be 'auto', a torch device"),
                            ([f"log_path={tmp_path}"], "is a folder; give a file name"),
                            ([f"log_path={tmp_path / 'a-file' / 'log.jsonl'}"], "is a file, not a folder")):
         bad = _run("unlearn", missing, "--forget", str(images), "--retain", str(images), "--output-dir",

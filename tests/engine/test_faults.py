@@ -159,7 +159,8 @@ def test_the_cli_exports_nothing_after_a_non_finite_loss(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([exe, "unlearn", str(tmp_path / "model"), "--plugin", str(plugin), "--method", "nanvkd",
                           "--forget", str(tmp_path / "forget"), "--retain", str(tmp_path / "retain"),
-                          "--output-dir", str(tmp_path / "run"), "steps=3", "batch_size=1", "save_every=1"],
+                          "--output-dir", str(tmp_path / "run"), "steps=3", "batch_size=1", "save_every=1",
+                          "--person-per-image"],  # flat folders: each image a person of its own
                          capture_output=True, text=True, env=env, timeout=600, check=False)
     errors = [line for line in out.stderr.splitlines() if "error" in line]  # besides the progress lines
     assert out.returncode == 2 and len(errors) == 1 and errors[0].startswith("vkd-fast unlearn: error: "), out.stderr

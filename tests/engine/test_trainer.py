@@ -147,3 +147,20 @@ def test_steps_default_to_the_methods_own():
     cfg = vf.UnlearnConfig(batch_size=2, lr=3e-3)
     result = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, method=Short(), config=cfg)
     assert len(result.history) == 3 and result.config["steps"] == 3  # trained and recorded: the resolved value
+
+
+def test_frozen_parts_in_bf16_train_in_fp32(capsys):
+    # the accelerator default: a model loaded in bf16 keeps bf16 where it is frozen, and the tensors
+    # that train become float32 (AdamW state and updates in full precision)
+    forget = [{**it, "identity": f"f{i}"} for i, it in enumerate(FORGET)]
+    retain = [{**it, "identity": f"r{i % 3}"} for i, it in enumerate(RETAIN)]
+    model = T.tiny_llava().to(torch.bfloat16)
+    result = vf.unlearn(model, forget, retain, config=vf.UnlearnConfig(**{**CFG, "steps": 2}), progress=True)
+    trained = set(result.trainable["names"])
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert trained and {dtypes[n] for n in trained} == {torch.float32}
+    assert {d for n, d in dtypes.items() if n not in trained} == {torch.bfloat16}
+    assert "vkd_fast: training vkd on cpu (" in capsys.readouterr().err
+    kept = T.tiny_llava().to(torch.bfloat16)
+    vf.unlearn(kept, forget, retain, config=vf.UnlearnConfig(**{**CFG, "steps": 1}, trained_dtype=None))
+    assert {p.dtype for p in kept.parameters()} == {torch.bfloat16}

@@ -421,17 +421,6 @@ def test_cli_protocol_argument_errors(root, tmp_path, capsys, args, message):
     assert code == 2 and message in err[-1] and err[-1].startswith("vkd-fast eval: error:")
 
 
-def test_the_readme_reproduction_config_is_valid(tmp_path):
-    from vkd_fast.cli.options import config_from
-
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = text.split("# mllmu_vkd.yaml\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "mllmu_vkd.yaml").write_text(block)
-    trainer, options = config_from(tmp_path / "mllmu_vkd.yaml", [], "vkd", str(tmp_path / "run"))
-    assert (trainer.steps, trainer.lr, trainer.batch_size) == (300, 1e-3, 8)
-    assert (options.trainable, options.tap) == ("vision+projector", "vision:feature")
-
-
 # ------------------------------------------------------------------- the original's finer points
 
 

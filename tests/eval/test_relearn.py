@@ -44,8 +44,12 @@ def test_fraction_split_draws_pairs_never_single_questions(fraction):
              for p in ("p0", "p1") for q in ("q1", "q2") for _ in range(3)]
     attack, held = split_attack(mllmu, RelearnConfig(split="fraction", fraction=0.5))
     assert len(attack) == len(held) == 6 and not {pair_key(it) for it in attack} & {pair_key(it) for it in held}
-    with pytest.raises(ValueError, match="needs items with an 'identity' or 'id'"):
+    with pytest.raises(ValueError, match=r"split='fraction' .* 2 of the 2 forget VQA items have no person .*"
+                                         r"--person-per-image"):
         split_attack([{"question": "q", "attribute": "job"}] * 2, RelearnConfig(split="fraction"))
+    # CLEAR-style items: the person is the name (identity, then name, then id: vkd_fast.data.person_of)
+    clear = [{"name": p, "id": f"row{k}", "question": "q", "image": object()} for k, p in enumerate("aabb")]
+    assert {pair_key(it) for it in clear} == {("a", "q"), ("b", "q")}
 
 
 def test_grid_cells_and_split_specs():

@@ -123,11 +123,48 @@ def test_retain_person_gives_each_forget_person_one_retain_person():
     again = VKD({"forget_target": "retain_person"})
     again.prepare(T.tiny_llava(), forget, retain, seed=0)
     assert again.target.keys(list(range(len(forget)))) == targets  # seeded
-    # items that do not say who they picture count as a person each: different retain people, spread
+    # one forget person per image (FORGET's identities are the indices): different retain people, spread
     alone = VKD({"forget_target": "retain_person"})
     alone.prepare(T.tiny_llava(), FORGET, retain, seed=0)
     people = [person_of[k] for k in alone.target.keys(list(range(len(FORGET))))]
     assert len(set(people)) == len(FORGET)  # 4 forget images, 4 different retain people (of 5)
+
+
+def test_retain_person_refuses_items_without_a_person_before_any_work(tmp_path):
+    """The default target groups images by person: data that names no one is refused by the method's
+    check (before the model is touched or a run folder written), with a one-line message that says
+    how to name the people -- never silently one person per image."""
+    from vkd_fast.data import person_per_image
+    from vkd_fast.methods import VKD
+
+    bare = [{"image": it["image"]} for it in FORGET]
+    model = T.tiny_llava()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for forget, retain, side, n in ((bare, RETAIN, "forget", "4 of the 4"),
+                                    (FORGET, [{"image": it["image"]} for it in RETAIN[:3]] + RETAIN[3:], "retain",
+                                     "3 of the 10")):
+        with pytest.raises(ValueError) as err:
+            vf.unlearn(model, forget, retain, config=vf.UnlearnConfig(**CFG, output_dir=str(tmp_path / "run")))
+        msg = str(err.value)
+        assert "\n" not in msg
+        assert msg.startswith("vkd's forget_target='retain_person' (the default) pulls the images of each forget "
+                              f"person to the images of retain people, so it needs to know who every forget and "
+                              f"retain image pictures, but {n} {side} items have no person (no identity / name / id")
+        for how in ("'identity'", "FOLDER/<person>/<image>", "--person-per-image",
+                    "vkd_fast.data.person_per_image(items)", "'retain_mean'"):
+            assert how in msg
+    assert not (tmp_path / "run").exists()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="4 of the 4 forget items have no person"):  # any training loop: prepare
+        VKD().prepare(model, bare, RETAIN)
+    with pytest.raises(ValueError, match="4 of the 4 forget items have no person"):  # items only (the CLI, early)
+        VKD().check_data(bare, RETAIN)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    # targets that do not group by person take the data as it is; person_per_image names the people
+    VKD({"forget_target": "retain_mean"}).check(bare, RETAIN)
+    method = VKD()
+    method.prepare(T.tiny_llava(), person_per_image(bare), RETAIN, seed=0)
+    assert len(set(method.target.keys(list(range(len(bare)))))) == len(bare)  # one person per image: spread
 
 
 _Q = [f"what is the {a} of this person ?" for a in ("job", "city")]

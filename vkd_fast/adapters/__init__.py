@@ -2,9 +2,12 @@
 
 ``get_adapter(model)`` picks the adapter by ``model.config.model_type``; ``register_adapter`` adds a
 custom architecture. transformers is not imported here: adapters only use the model's modules.
+``adapter.preprocess`` uses the image processor config of the folder the model was loaded from
+(``preprocessor_config.json`` / ``processor_config.json``, PIL-based class), as the checkpoint was
+trained; class defaults only for a model without one, with a warning (see ``base.py``).
 """
 
-from .base import VisualAdapter
+from .base import VisualAdapter, chat_prompt
 from .hooks import count_calls, run_until
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -21,6 +24,6 @@ register_adapter("qwen2_5_vl", Qwen2_5_VLAdapter)
 
 __all__ = [
     "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "TapSpec", "VisualAdapter",
-    "check_trainable", "parse_tap", "resolve_tap",
+    "chat_prompt", "check_trainable", "parse_tap", "resolve_tap",
     "count_calls", "get_adapter", "register_adapter", "run_until", "supported_model_types",
 ]

@@ -15,9 +15,24 @@ Taps (the grammar is in taps.py) come back packed ``[sum of tokens, D]`` with pe
 ``offsets``; a ``vision:i`` tap at the model's own patch-token selection (e.g. without CLIP's CLS
 token), an ``llm:j`` tap as ``hidden_states[j]`` of a full forward (before any final norm) at the
 image-token positions. Hooks are in hooks.py, trainable sets in trainable.py.
+
+Image pre-processing follows the checkpoint: for a model loaded from a local folder (transformers
+``from_pretrained`` or :func:`vkd_fast.load_visual_model`, both record it in ``model.name_or_path``)
+:meth:`VisualAdapter.preprocess` uses the folder's own image processor config
+(``preprocessor_config.json``, or the ``image_processor`` section of ``processor_config.json``)
+with the PIL-based class it names -- what ``AutoImageProcessor.from_pretrained(folder)`` gives with
+the PIL backend (transformers 4.x: ``use_fast=False``). Only a model without such a file gets the
+family's class with its defaults and the values derived from the model config, with a warning.
+Nothing is downloaded; the processor is built once per folder (and file modification time) or model.
 """
 
 from __future__ import annotations
+
+import json
+import os
+import warnings
+import weakref
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -25,6 +40,104 @@ from torch import nn
 from .hooks import run_until
 from .taps import Tap, resolve_tap
 from .trainable import param_names, set_trainable, trainable_names
+
+#: where a checkpoint folder keeps its image processor's values (transformers reads the first; newer
+#: layouts nest them under ``"image_processor"`` in the second -- which one wins is transformers' rule)
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+# (folder, family classes) -> (files' stamp, processor); a model without a folder's config -> (key, processor)
+_FOLDER_PROCESSORS: dict[tuple[str, tuple[str, ...]], tuple[tuple, object]] = {}
+_MODEL_PROCESSORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def checkpoint_folder(model: nn.Module) -> Path | None:
+    """The local folder ``model`` was loaded from (``name_or_path``, which transformers'
+    ``from_pretrained`` and :func:`vkd_fast.load_visual_model` set), or None (built from a config,
+    or loaded by a hub name)."""
+    config = getattr(model, "config", None)
+    name = getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None)
+    if isinstance(name, (str, os.PathLike)) and str(name) and os.path.isdir(name):
+        return Path(name)
+    return None
+
+
+def _files_stamp(folder: Path) -> tuple:
+    """(modification time, size) of each of :data:`PROCESSOR_FILES` in ``folder`` (None: absent)."""
+    stamp = []
+    for name in PROCESSOR_FILES:
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            stamp.append(None)
+        else:
+            stamp.append((st.st_mtime_ns, st.st_size))
+    return tuple(stamp)
+
+
+def _has_processor_config(folder: Path, stamp: tuple) -> bool:
+    if stamp[0] is not None:
+        return True
+    if stamp[1] is None:
+        return False
+    try:
+        return "image_processor" in json.loads((folder / PROCESSOR_FILES[1]).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def pil_processor_class(name: str):
+    """The PIL-based transformers image processor class for the class name ``name`` (5.x: its ``...Pil``
+    variant; 4.x: the "slow" class; a ``...Fast`` name: its counterpart), or None when this transformers
+    has none. The torchvision-based ("fast") classes are never returned: torchvision does not work next
+    to the CPU torch here, and their output differs from the PIL path in the last bits."""
+    import transformers
+    from transformers.image_processing_utils import BaseImageProcessor
+
+    try:
+        from transformers.image_processing_utils_fast import BaseImageProcessorFast
+    except ImportError:  # pragma: no cover - a transformers without fast processors
+        BaseImageProcessorFast = ()
+    base = name.removesuffix("Fast").removesuffix("Pil")
+    for candidate in (f"{base}Pil", base):
+        try:
+            cls = getattr(transformers, candidate, None)
+        except Exception:  # a lazy import of a missing backend
+            cls = None
+        if (isinstance(cls, type) and issubclass(cls, BaseImageProcessor)
+                and not (BaseImageProcessorFast and issubclass(cls, BaseImageProcessorFast))):
+            return cls
+    return None
+
+
+_TEMPLATE_STYLES: dict[str, str] = {}  # chat template -> "text" (string content) or "parts" (typed parts)
+_PROBE = "vkdfastprobe"
+
+
+def chat_prompt(tokenizer, content: str) -> str:
+    """One user message holding ``content`` in ``tokenizer``'s chat template, with the generation prompt.
+
+    Templates come in two kinds: a tokenizer's own (Qwen's: ``content`` is a string) and a
+    processor's, which a checkpoint folder's ``chat_template.jinja`` gives the tokenizer too
+    (LLaVA-1.5's: ``content`` is a list of typed parts, and a plain string renders to an empty turn,
+    ``"USER: ASSISTANT:"``). The kind is found once per template by rendering a probe; a template that
+    shows the text neither way is refused."""
+    template = tokenizer.chat_template
+    style = _TEMPLATE_STYLES.get(template) if isinstance(template, str) else None
+    if style is None:
+        for style in ("text", "parts"):
+            if _PROBE in _render(tokenizer, _PROBE, style):
+                break
+        else:
+            raise ValueError("the tokenizer's chat template shows the message's text neither as a string nor as "
+                             "[{'type': 'text', 'text': ...}] parts; pass a tokenizer whose template does")
+        if isinstance(template, str):
+            _TEMPLATE_STYLES[template] = style
+    return _render(tokenizer, content, style)
+
+
+def _render(tokenizer, content: str, style: str) -> str:
+    message = content if style == "text" else [{"type": "text", "text": content}]
+    return tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
+                                         add_generation_prompt=True)
 
 
 class VisualAdapter:
@@ -189,18 +302,82 @@ class VisualAdapter:
     image_processor_classes: tuple[str, ...] = ()
 
     def image_processor_kwargs(self) -> dict:
+        """Values the family's image processor takes from the model config (sizes, patching), used
+        with the class defaults only for a model without a checkpoint folder's processor config."""
         return {}
 
-    def image_processor(self):
-        """The family's transformers image processor, configured from the model's config."""
+    def _family_processor_class(self):
+        """The first of :attr:`image_processor_classes` this transformers has."""
         import transformers
 
         for name in self.image_processor_classes:
             cls = getattr(transformers, name, None)
             if cls is not None:
-                return cls(**self.image_processor_kwargs())
+                return cls
         raise RuntimeError(f"none of the image processors {self.image_processor_classes} exists in transformers "
                            f"{transformers.__version__}")
+
+    def default_image_processor(self):
+        """A new processor of the family's class with its defaults and :meth:`image_processor_kwargs`
+        (what :meth:`image_processor` falls back to, with a warning, for a model without a checkpoint
+        folder's config; ``save_pretrained`` it into a folder to record it)."""
+        return self._family_processor_class()(**self.image_processor_kwargs())
+
+    def image_processor(self):
+        """The model's transformers image processor (PIL-based).
+
+        Loaded from a local folder with an image processor config (``model.name_or_path``; see
+        :data:`PROCESSOR_FILES`): the PIL-based class the folder names (a ``...Fast`` / torchvision
+        name: its PIL counterpart; no name: the family's class) with the folder's values -- what
+        ``AutoImageProcessor.from_pretrained(folder)`` gives with the PIL backend (``use_fast=False``
+        in transformers 4.x). Otherwise the family's class with its defaults and
+        :meth:`image_processor_kwargs`, and a warning (once per model). Nothing is downloaded. Built
+        once per folder and file modification time (or per model) and shared: do not modify it
+        (``copy.deepcopy`` it to change values)."""
+        folder = checkpoint_folder(self.model)
+        if folder is not None:
+            stamp = _files_stamp(folder)
+            key = (str(folder.resolve()), tuple(self.image_processor_classes))
+            cached = _FOLDER_PROCESSORS.get(key)
+            if cached is None or cached[0] != stamp:  # None: the folder has no image processor config
+                processor = self._folder_processor(folder) if _has_processor_config(folder, stamp) else None
+                cached = _FOLDER_PROCESSORS[key] = (stamp, processor)
+            if cached[1] is not None:
+                return cached[1]
+        kwargs = self.image_processor_kwargs()
+        key = (type(self), repr(sorted(kwargs.items())))
+        cached = _MODEL_PROCESSORS.get(self.model)
+        if cached is None or cached[0] != key:
+            cls = self._family_processor_class()
+            if cached is None:
+                where = (f"its checkpoint folder {folder} has no image processor values in "
+                         f"{' or '.join(PROCESSOR_FILES)}" if folder is not None
+                         else "it was not loaded from a local checkpoint folder")
+                warnings.warn(f"{type(self.model).__name__}: no preprocessor config ({where}); images are "
+                              f"pre-processed with {cls.__name__}'s class defaults and values from the model config, "
+                              "which may differ from how the checkpoint was trained", UserWarning, stacklevel=3)
+            cached = _MODEL_PROCESSORS[self.model] = (key, cls(**kwargs))
+        return cached[1]
+
+    def _folder_processor(self, folder: Path):
+        """The PIL-based image processor of the config in ``folder`` (as AutoImageProcessor resolves it)."""
+        from transformers.image_processing_utils import ImageProcessingMixin
+
+        try:
+            values, _ = ImageProcessingMixin.get_image_processor_dict(str(folder), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{folder}: cannot read its image processor config "
+                             f"({' '.join(str(exc).split())})") from None
+        named = values.get("image_processor_type")
+        if named is None and values.get("feature_extractor_type"):  # an old feature-extractor config
+            named = values.pop("feature_extractor_type").replace("FeatureExtractor", "ImageProcessor")
+        cls = pil_processor_class(named) if isinstance(named, str) and named else None
+        if cls is None:
+            cls = self._family_processor_class()
+            if named:
+                warnings.warn(f"{folder}: its image processor {named!r} has no PIL-based class in this transformers; "
+                              f"using {cls.__name__} with the folder's values", UserWarning, stacklevel=4)
+        return cls.from_dict(values)
 
     def collate(self, per_image: list[dict]) -> dict:
         """Join the image inputs of single images (``preprocess([image])`` each) into one batch."""
@@ -208,7 +385,8 @@ class VisualAdapter:
 
     def preprocess(self, images) -> dict:
         """PIL images -> the keyword arguments of :meth:`visual_features` (``pixel_values`` and the
-        family's extras such as ``image_sizes`` or ``image_grid_thw``)."""
+        family's extras such as ``image_sizes`` or ``image_grid_thw``), by :meth:`image_processor`
+        (the checkpoint folder's own processor config when there is one)."""
         out = self.image_processor()(images=images, return_tensors="pt")
         return {k: v for k, v in out.items()}
 
@@ -246,8 +424,7 @@ class VisualAdapter:
         block = None if n_image_tokens is None else self._image_block(tokenizer, n_image_tokens)
         if getattr(tokenizer, "chat_template", None):
             content = question if block is None else f"{block}{self.chat_image_separator}{question}"
-            text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                 add_generation_prompt=True)
+            text = chat_prompt(tokenizer, content)
         elif block is None:
             text = self.text_prompt_template.format(question=question)
         else:

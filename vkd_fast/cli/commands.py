@@ -9,6 +9,29 @@ from .options import config_from
 from .specs import _quiet_transformers, _tokenizer_for, _toy_model, _toy_world, load_items, load_model, load_visual
 
 
+def _placement(args, command: str):
+    """(device, dtype of a local model's weights) from --device / --dtype, said in one line on stderr.
+    dtype: a torch dtype, None (the checkpoint's own: --dtype auto) or "16bit" (--dtype default on an
+    accelerator: the checkpoint's dtype when it is 16-bit, else bfloat16)."""
+    import sys
+
+    import torch
+
+    from ..utils.devices import describe_device, is_accelerator, resolve_device
+
+    device = resolve_device(args.device or "auto", "--device")
+    choice = getattr(args, "dtype", "default")
+    if choice == "default":
+        dtype = "16bit" if is_accelerator(device) else torch.float32
+    else:
+        dtype = None if choice == "auto" else getattr(torch, choice)
+    shown = {"16bit": "16-bit (bfloat16 unless the checkpoint is float16)", None: "the checkpoint's dtype"}.get(
+        dtype, str(dtype).replace("torch.", ""))
+    print(f"vkd-fast {command}: device {describe_device(device)}; a local model's weights: {shown}", file=sys.stderr,
+          flush=True)
+    return device, dtype
+
+
 def _mllmu_splits(args) -> tuple[str, str]:
     """--forget-split / --retain-split for --data mllmu (their defaults depend on --data)."""
     return args.forget_split or "forget_5", args.retain_split or "retain_95"
@@ -85,7 +108,8 @@ def _run_benchmark_protocol(args, protocol: str) -> int:
         data = load_clear_benchmark(args.root, args.forget_split, args.retain_split,
                                     **({"rows": args.limit} if args.limit else {}))
         options = {"seed": args.seed, "reference": reference, "generation_image": args.generation_image}
-    model, tokenizer = load_model(args.model, args)
+    device, dtype = _placement(args, "eval")
+    model, tokenizer = load_model(args.model, args, dtype, device=device)
     tokenizer = _tokenizer_for(args, tokenizer)
     out = evaluate(model, tokenizer, data, protocol=protocol, **options)
     print(json.dumps(out["results"], indent=1, ensure_ascii=False))
@@ -137,7 +161,8 @@ def run_eval(args) -> int:
         from ..eval import mllmu_free_form_sets
 
         free = mllmu_free_form_sets(args.root, *_mllmu_splits(args), limit=args.limit)
-    model, tokenizer = load_model(args.model, args)
+    device, dtype = _placement(args, "eval")
+    model, tokenizer = load_model(args.model, args, dtype, device=device)
     tokenizer = _tokenizer_for(args, tokenizer)
     result = evaluate(model, tokenizer, sets, batch_size=args.batch_size, free_form_sets=free,
                       max_new_tokens=max(1, args.max_new_tokens))
@@ -182,8 +207,9 @@ def run_relearn(args) -> int:
     before_spec = args.before or ("toy:vanilla" if args.data == "toy" else None)
     if before_spec is None:
         raise ValueError("--before MODEL (the model before unlearning) is needed to compute the recovery")
-    before, before_tok = load_model(before_spec, args)
-    model, tokenizer = load_model(args.model, args)
+    device, dtype = _placement(args, "relearn")
+    before, before_tok = load_model(before_spec, args, dtype, device=device)
+    model, tokenizer = load_model(args.model, args, dtype, device=device)
     tokenizer = _tokenizer_for(args, tokenizer or before_tok)
     result = attack_grid(model, tokenizer, forget, grid, before=before)
     del before
@@ -213,7 +239,9 @@ def run_demo_cmd(args) -> int:
     methods = tuple(args.methods.split(","))
     attack = AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(args.relearn_steps,),
                         seeds=_seeds(args.attack_seeds))
-    config = DemoConfig(methods=methods, attack=attack, **({"worst_grid": None} if args.no_grid else {}))
+    device, _ = _placement(args, "demo")
+    config = DemoConfig(methods=methods, attack=attack, device=str(device),
+                        **({"worst_grid": None} if args.no_grid else {}))
     models = load_toy_models(_toy_world(args), _toy_model(args), rebuild=args.rebuild, progress=True)
     report = run_demo(models, config, output_dir=args.output_dir, progress=True, environment=doctor_report())
     print(summary(report))
@@ -229,11 +257,21 @@ def run_unlearn(args) -> int:
     from ..methods import create_method
 
     # every option is checked before any data or model is loaded
-    config, options = config_from(args.config, args.overrides, args.method, args.output_dir)
+    config, options = config_from(args.config, args.overrides, args.method, args.output_dir, device=args.device)
+    args.device = config.device
+    from ..utils.devices import resolve_device
+
+    resolve_device(config.device, "--device")  # a device torch does not see is refused before any work
     method = create_method(args.method, options)
     from pathlib import Path
 
     _check_output_file("log_path", config.log_path)
+    lora = method.trainable_set()[2]
+    if lora and args.save == "full":  # an option combination that could only fail after the work
+        raise ValueError(f"--save full: method {args.method!r} trains LoRA adapters, which cannot be folded into a "
+                         "checkpoint of the model's family yet; use --save delta (the adapter tensors) or --save none")
+    if args.link and args.save != "full":
+        raise ValueError(f"--link applies to --save full only (got --save {args.save})")
     if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
         raise ValueError(f"--output-dir {args.output_dir} is a file; choose a folder")
 
@@ -245,13 +283,15 @@ def run_unlearn(args) -> int:
         raise ValueError("--visual-only needs a local model directory (the toy models are loaded whole)")
     visual_only = local and not method.needs_language_model and not args.full_model
     forget, retain = load_items(args.forget, args), load_items(args.retain, args)
+    method.check_data(forget, retain)  # what the items alone decide (e.g. a person on each), before the model
     import torch
 
-    dtype = None if args.dtype == "auto" else getattr(torch, args.dtype)
+    device, dtype = _placement(args, "unlearn")
     if visual_only:
         print(f"loading only the vision tower and projector of {args.model}: {args.method} with these options never "
               "runs the language model (--full-model loads everything)", flush=True)
-        model, tokenizer = load_visual(args.model, dtype), None
+        # everything loaded here trains (or is never run): full precision unless a dtype was asked for
+        model, tokenizer = load_visual(args.model, torch.float32 if dtype == "16bit" else dtype), None
     else:
         model, tokenizer = load_model(args.model, args, dtype if local else None)
     if method.needs_tokenizer:  # it scores text

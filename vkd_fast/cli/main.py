@@ -23,6 +23,20 @@ def _world_args(p) -> None:
     p.add_argument("--build-lr", type=float, default=2e-3, help="toy models: peak learning rate (default 2e-3)")
 
 
+def _device_args(p, what: str) -> None:
+    p.add_argument("--device", default=None,
+                   help=f"where {what} runs: auto (the default: the GPU when torch sees one, else the CPU; said in one "
+                        "line at start), cpu, cuda, cuda:1, ...")
+
+
+def _dtype_args(p) -> None:
+    p.add_argument("--dtype", choices=("default", "float32", "bfloat16", "float16", "auto"), default="default",
+                   help="a local model's weights in memory. default: float32 on the CPU; on an accelerator bfloat16 "
+                        "for the frozen parts (training keeps the tensors it updates in float32 and autocasts to "
+                        "bf16). auto: the checkpoint's own dtype. float32 everywhere also makes --visual-only and "
+                        "--full-model give the same weights")
+
+
 def _eval_args(p, protocols: bool = False) -> None:
     data = ("toy", "mllmu", "clear") if protocols else ("toy", "mllmu")
     p.add_argument("--data", choices=data, default="toy", help="benchmark (default: the toy world)")
@@ -72,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, SyntaxError) as exc:
         print(f"vkd-fast: error: {exc}", file=sys.stderr)
         return 2
+    from .. import __version__
     from ..methods import available_methods
 
     parser = argparse.ArgumentParser(prog="vkd-fast", description="VKD machine unlearning for MLLMs")
+    parser.add_argument("--version", action="version", version=f"vkd-fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p_doc = sub.add_parser("doctor", help="report versions, devices, the C++ extension and usable backends")
     p_doc.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -86,10 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         epilog=options_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p_un.add_argument("model", help="local model directory (save_pretrained layout), or toy:vanilla; nothing is "
                                     "downloaded")
-    data_help = ("a folder of images, a .jsonl of {image: path, question, answer}, toy:forget / toy:retain, "
-                 "mllmu:PATH (MLLMU-Bench rows with metadata) or clear:PATH")
+    data_help = ("a folder of images with one subfolder per person (FOLDER/<person>/<image>), a flat folder of "
+                 "images (no person; see --person-per-image), a .jsonl of "
+                 "{image: path, identity, question, answer} rows (image paths relative to the file; identity names "
+                 "the person pictured), toy:forget / toy:retain, mllmu:PATH (MLLMU-Bench rows with metadata) or "
+                 "clear:PATH")
     p_un.add_argument("--forget", required=True, help=f"forget data: {data_help}")
     p_un.add_argument("--retain", required=True, help=f"retain data: {data_help}")
+    p_un.add_argument("--person-per-image", action="store_true",
+                      help="count every image without a person (identity / name / id) as a person of its own; "
+                           "methods that group images by person (VKD's default retain_person target) refuse such "
+                           "data otherwise")
     p_un.add_argument("--tokenizer", help="tokenizer directory (default: the model directory's, or the toy world's)")
     _world_args(p_un)
     p_un.add_argument("--output-dir", required=True, help="run folder (new, or the same run with --resume)")
@@ -112,9 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                       help="load only the vision tower and projector (the default whenever the method never runs "
                            "the language model: VKD with vision / projector taps and no output terms)")
     load.add_argument("--full-model", action="store_true", help="load the whole model even when it is not needed")
-    p_un.add_argument("--dtype", choices=("float32", "bfloat16", "float16", "auto"), default="float32",
-                      help="a local model's weights in memory (auto: the checkpoint's). float32, the default, trains "
-                           "in full precision and makes --visual-only and --full-model give the same weights")
+    _device_args(p_un, "training")
+    _dtype_args(p_un)
     p_un.usage = "vkd-fast unlearn MODEL --forget SPEC --retain SPEC --output-dir DIR [options] [key=value ...]"
     p_ex = sub.add_parser("export", help="write a complete unlearned checkpoint from a base folder and a delta",
                           description="Copy BASE_DIR to OUT_DIR with the unlearned tensors of DELTA_OR_RUN_DIR (a "
@@ -134,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "(--protocol mllmu / clear) with its JSON and a per-question audit file.")
     p_ev.add_argument("model", help="toy:vanilla, toy:gold or a local model directory")
     _eval_args(p_ev, protocols=True)
+    _device_args(p_ev, "evaluation")
+    _dtype_args(p_ev)
     p_rl = sub.add_parser("relearn", help="relearning attack on an unlearned model (llm and visual modes)",
                           description="Fine-tune the model on image questions about part of the forget knowledge "
                                       "(some attributes, or a fraction of the pairs), then measure forget VQA on the "
@@ -156,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                            "attribute) pairs; lr 1e-4 and 1e-3; 40 and 200 steps; each cell and the worst case per "
                            "mode (with --seeds; the single-attack options are ignored)")
     _eval_args(p_rl)
+    _device_args(p_rl, "the attack and its evaluation")
+    _dtype_args(p_rl)
     p_dm = sub.add_parser("demo", help="the toy-world demo: vanilla and gold, VKD and every baseline, all metrics, "
                                        "relearning attack, table + JSON + Markdown + PNG",
                           description="Builds (first run, cached) or loads the toy world's vanilla and gold tiny "
@@ -172,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="skip the attack grid whose worst case is shown for VKD and gold (faster)")
     p_dm.add_argument("--rebuild", action="store_true", help="retrain the vanilla and gold models")
     p_dm.add_argument("--strict", action="store_true", help="exit 1 when a VKD check fails")
+    _device_args(p_dm, "unlearning, evaluation and the attacks (not the toy models' build, always on the CPU)")
     _world_args(p_dm)
     args, rest = parser.parse_known_args(argv)
     if args.command == "unlearn":

@@ -68,8 +68,21 @@ def _parse_value(key: str, raw: str):
         raise ValueError(f"option {key}: cannot read the value {raw!r}") from None
 
 
-def config_from(config_path, overrides: list[str], method: str, output_dir) -> tuple:
-    """(UnlearnConfig, the method's options) from ``--config`` and ``key=value`` words (which win)."""
+def _one_source(trainer: dict, key: str, flag: str, value) -> None:
+    """A trainer option that also has a command-line flag: given both ways with different values is
+    refused (nothing is silently overridden); the flag's value is used."""
+    if value is None:
+        return
+    if key in trainer and trainer[key] is not None and str(trainer[key]) != str(value):
+        raise ValueError(f"option {key}={trainer[key]!r} (from --config or key=value) conflicts with {flag} {value}; "
+                         f"give it once")
+    trainer[key] = value
+
+
+def config_from(config_path, overrides: list[str], method: str, output_dir, device=None) -> tuple:
+    """(UnlearnConfig, the method's options) from ``--config`` and ``key=value`` words (which win over
+    the file). ``output_dir`` (--output-dir) and ``device`` (--device; None = not given) may also be
+    options; given both ways with different values they are refused."""
     from ..engine import UnlearnConfig
     from ..methods import available_methods, get_method
     from ..utils.options import from_mapping
@@ -98,7 +111,8 @@ def config_from(config_path, overrides: list[str], method: str, output_dir) -> t
             options[sub] = _parse_value(key, raw)
         else:
             trainer[key] = _parse_value(key, raw)
-    trainer["output_dir"] = output_dir
+    _one_source(trainer, "output_dir", "--output-dir", output_dir)
+    _one_source(trainer, "device", "--device", device)
     config = from_mapping(UnlearnConfig, trainer, "option")
     method_options = from_mapping(cls.Options, options, f"{method} option")
     return config, method_options
@@ -110,14 +124,15 @@ def options_help() -> str:
 
     from ..engine import UnlearnConfig
     from ..methods import available_methods, get_method
-    from ..utils.options import help_lines
+    from ..utils.options import help_lines, plain
 
-    lines = ["trainer options (YAML keys of --config, or key=value words):"] + help_lines(UnlearnConfig)
+    lines = ["trainer options (YAML keys of --config, or key=value words; output_dir and device are also "
+             "--output-dir and --device, give each once):"] + help_lines(UnlearnConfig)
     for name in available_methods():
         cls = get_method(name)
-        doc = " ".join((cls.__doc__ or "").split())
-        lines += ["", f"{name} options (YAML: a mapping under '{name}:'; words: {name}.option=value)"
-                  + (f" -- {doc}" if doc else "") + ":"]
+        doc = plain(" ".join((cls.__doc__ or "").split())).rstrip(".:")
+        lines += ["", f"{name} options (YAML: a mapping under '{name}:'; words: {name}.option=value; "
+                  f"{cls.default_steps} steps unless steps= is given)" + (f" -- {doc}" if doc else "") + ":"]
         lines += help_lines(cls.Options, prefix=f"{name}.") or ["  (none)"]
     def wrap(line: str) -> str:  # long help wraps; "[default: x]" stays on one line
         if len(line) <= 118:

@@ -40,31 +40,74 @@ def _toy_model(args):
     return ToyModelConfig(max_steps=getattr(args, "build_max_steps", 600), lr=getattr(args, "build_lr", 2e-3))
 
 
-def load_items(spec: str, args=None) -> list[dict]:
+def _image_files(folder) -> list:
+    """The image files directly in ``folder``, sorted by name (hidden files left out)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _folder_items(spec: str, path) -> list[dict]:
+    """A folder -> items: ``FOLDER/<person>/<image>`` (one subfolder per person, the ImageFolder
+    convention) gives ``{"image", "path", "identity": <subfolder name>}`` (people and their images
+    sorted by name); a flat folder of images gives ``{"image", "path"}`` (no person). Images beside
+    person folders are refused: it would be unclear whom they picture."""
+    files = _image_files(path)
+    people = {d.name: _image_files(d) for d in sorted(path.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+    with_images = sorted(name for name, images in people.items() if images)
+    if files and with_images:
+        raise ValueError(f"dataset {spec}: the folder holds both images ({files[0].name}, ...) and person subfolders "
+                         f"with images ({with_images[0]}/, ...); put every image in its person's subfolder "
+                         "(FOLDER/<person>/<image>) or use a flat folder of images")
+    if files:
+        return [{"image": _open_image(spec, p), "path": str(p)} for p in files]
+    if not with_images:
+        raise ValueError(f"dataset {spec}: the folder holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))}), "
+                         "neither directly nor in one subfolder per person (FOLDER/<person>/<image>)")
+    empty = sorted(name for name, images in people.items() if not images)
+    if empty:
+        raise ValueError(f"dataset {spec}: the person folder {empty[0]!r} holds no image files (a person's images sit "
+                         "directly in FOLDER/<person>/)")
+    return [{"image": _open_image(spec, p), "path": str(p), "identity": name}
+            for name in with_images for p in people[name]]
+
+
+def load_items(spec: str, args=None, *, person_per_image: bool = False) -> list[dict]:
     """A dataset spec -> items: ``toy:forget`` / ``toy:retain`` (the toy world's training images with a
     question and answer), ``mllmu:PATH`` (MLLMU-Bench training rows with metadata), ``clear:PATH``
-    (CLEAR image rows, caption as the answer), a folder of images (sorted by name), or a ``.jsonl``
-    file of objects with an ``image`` path (relative to the file) and optional ``question`` / ``answer``."""
+    (CLEAR image rows, caption as the answer), a folder of images, or a ``.jsonl`` file of
+    ``{"image": path, "question", "answer", "identity"}`` objects (image paths relative to the file;
+    all but ``image`` optional; other keys kept).
+
+    Who each item pictures (its person, :func:`vkd_fast.data.person_of`): the toy world's
+    ``identity``, CLEAR's ``name``, MLLMU-Bench's ``id``; a folder with one subfolder per person
+    (``FOLDER/<person>/<image>``, the ImageFolder convention) gives ``"identity": <subfolder name>``;
+    a ``.jsonl`` row its ``identity`` (or ``name`` / ``id``). A flat folder of images, or rows without
+    one, name no person: methods that group images by person refuse them, unless
+    ``person_per_image`` (or ``args.person_per_image``, the CLI's ``--person-per-image``) counts each
+    such image as a person of its own (``identity``: the image's path; rows of one image share it)."""
     from pathlib import Path
 
+    from ..utils.items import person_key
+    from ..utils.items import person_per_image as per_image
 
+    per_image_wanted = bool(person_per_image or getattr(args, "person_per_image", False))
     if spec in ("toy:forget", "toy:retain"):
         world = _toy_world(args)
         return world.unlearn_items(world.forget_ids if spec == "toy:forget" else world.retain_ids)
     if spec.startswith("mllmu:"):
         from ..data import load_mllmu_train
 
-        return load_mllmu_train(spec[len("mllmu:"):])
+        items = load_mllmu_train(spec[len("mllmu:"):])
+        return per_image(items) if per_image_wanted else items
     if spec.startswith("clear:"):
         from ..data import load_clear_train
 
-        return load_clear_train(spec[len("clear:"):])
+        items = load_clear_train(spec[len("clear:"):])
+        return per_image(items) if per_image_wanted else items
     path = Path(spec)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if not files:
-            raise ValueError(f"dataset {spec}: the folder holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))})")
-        return [{"image": _open_image(spec, p), "path": str(p)} for p in files]
+        items = _folder_items(spec, path)
+        return per_image(items) if per_image_wanted else items
     if path.suffix == ".jsonl" and path.is_file():
         items = []
         for n, line in enumerate(path.read_text().splitlines(), 1):
@@ -78,39 +121,70 @@ def load_items(spec: str, args=None) -> list[dict]:
                 raise ValueError(f"dataset {spec}, line {n}: no 'image' path")
             if "://" in row["image"]:
                 raise ValueError(f"dataset {spec}, line {n}: the image is a URL; vkd_fast never reads the network")
-            items.append({**row, "image": _open_image(f"{spec}, line {n}", path.parent / row["image"])})
+            found = person_key(row)
+            if found is not None and not isinstance(found[1], (str, int, float)):
+                raise ValueError(f"dataset {spec}, line {n}: the person ({found[0]!r}) must be a string or a number, "
+                                 f"got {type(found[1]).__name__}")
+            item = {**row, "image": _open_image(f"{spec}, line {n}", path.parent / row["image"])}
+            if found is None and per_image_wanted:
+                item["identity"] = str(path.parent / row["image"])  # the image's own person
+            items.append(item)
         return items
     raise ValueError(f"dataset {spec!r} must be toy:forget, toy:retain, mllmu:PATH, clear:PATH, a folder of images "
-                     "or a .jsonl file of {\"image\": path, ...} rows")
+                     "(FOLDER/<person>/<image>, or flat) or a .jsonl file of {\"image\": path, \"identity\": person, "
+                     "...} rows")
 
 
-def load_model(spec: str, args=None, dtype=None):
-    """``toy:vanilla`` / ``toy:gold`` (the toy world's cached models, built on first use) or a local
-    model directory -> (model, tokenizer or None). ``dtype``: of a local model's weights (None: the
-    checkpoint's)."""
+def load_model(spec: str, args=None, dtype=None, device=None):
+    """``toy:vanilla`` / ``toy:gold`` (the toy world's cached models, built on first use; float32) or a
+    local model directory -> (model, tokenizer or None), on ``device`` when given. ``dtype``: of a local
+    model's weights -- a torch dtype, None (the checkpoint's own) or ``"16bit"`` (the checkpoint's when
+    it is 16-bit, else bfloat16: the accelerator default)."""
     _quiet_transformers()
     if spec in ("toy:vanilla", "toy:gold"):
         from ..data import load_toy_models
 
         models = load_toy_models(_toy_world(args), _toy_model(args), progress=True)
-        return (models.vanilla if spec == "toy:vanilla" else models.gold), models.tokenizer
+        model = models.vanilla if spec == "toy:vanilla" else models.gold
+        return (model.to(device) if device is not None else model), models.tokenizer
     from pathlib import Path
 
     if not Path(spec).is_dir():
         raise ValueError(f"model {spec!r} must be toy:vanilla, toy:gold or a local model directory")
+    import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
+    asked = "auto" if dtype in (None, "16bit") else dtype
     try:
-        model = AutoModelForImageTextToText.from_pretrained(spec, local_files_only=True,
-                                                            **({"dtype": dtype} if dtype is not None else {})).eval()
+        model = AutoModelForImageTextToText.from_pretrained(spec, local_files_only=True, dtype=asked).eval()
     except (OSError, ValueError, KeyError) as exc:  # no weights, a bad config.json, an unknown model type
         raise ValueError(f"model {spec}: cannot be loaded ({' '.join(str(exc).split())[:300]})") from None
+    if dtype == "16bit" and next(model.parameters()).dtype not in (torch.bfloat16, torch.float16):
+        model.to(torch.bfloat16)
     model.requires_grad_(False)
+    if device is not None:
+        model.to(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec, local_files_only=True)
     except (OSError, ValueError):
         tokenizer = None
+    if tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = _processor_chat_template(Path(spec))
     return model, tokenizer
+
+
+def _processor_chat_template(folder):
+    """The chat template a checkpoint folder keeps for its processor (``chat_template.json``, the older
+    layout that AutoTokenizer does not read; ``chat_template.jinja`` it reads itself), or None."""
+    path = folder / "chat_template.json"
+    if not path.is_file():
+        return None
+    try:
+        template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"model {folder}: chat_template.json is not a JSON object with a chat_template "
+                         f"({exc})") from None
+    return template if isinstance(template, str) and template else None
 
 
 def load_visual(spec: str, dtype=None):

@@ -21,6 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,7 +283,17 @@ def _load(path: Path):
 
     model = LlavaForConditionalGeneration.from_pretrained(path, attn_implementation="eager").eval()
     model.requires_grad_(False)
+    if not (path / "preprocessor_config.json").exists():  # a cache built before the folders recorded it
+        _save_processor(model, path)
     return model
+
+
+def _save_processor(model, folder: Path) -> None:
+    """The toy models are trained with the family's image processor defaults: record them in the model
+    folder, so loading it pre-processes exactly as in training (the adapters read the folder's config)."""
+    from ..adapters import get_adapter
+
+    get_adapter(model).default_image_processor().save_pretrained(folder)
 
 
 def _build(world: ToyWorld, config: ToyModelConfig, target: Path, progress: bool) -> dict:
@@ -292,8 +303,11 @@ def _build(world: ToyWorld, config: ToyModelConfig, target: Path, progress: bool
     for label, image_ids in (("vanilla", everyone), ("gold", world.retain_ids)):
         model = build_model(world, tokenizer, config)
         model.config._attn_implementation = "eager"
-        info[label] = train_on_world(model, tokenizer, world, image_ids, everyone, config, label, progress)
+        with warnings.catch_warnings():  # built from a config: the family's processor defaults are the intent
+            warnings.filterwarnings("ignore", message=r".*no preprocessor config", category=UserWarning)
+            info[label] = train_on_world(model, tokenizer, world, image_ids, everyone, config, label, progress)
         model.save_pretrained(target / label)
+        _save_processor(model, target / label)
     tokenizer.save_pretrained(target / "tokenizer")
     (target / "build.json").write_text(json.dumps(info, indent=2))
     return info

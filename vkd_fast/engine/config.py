@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..utils.devices import check_device_spec
 from ..utils.options import check_types, option, to_dict
 from ..utils.validate import check_choice, check_positive_int
 
@@ -28,9 +29,15 @@ class UnlearnConfig:
     min_lr_ratio: float = option(0.1, "final learning rate as a fraction of lr")
     grad_clip: float = option(1.0, "max global gradient norm (0 = off)")
     seed: int = option(0, "seed of the batch plan and of every random draw")
-    device: str | None = option(None, "where to train: e.g. 'cuda:0'. A method that never runs the language model "
-                                      "(VKD with projector / vision taps) moves only the vision tower and projector "
-                                      "there; otherwise the whole model. None = leave the model where it is")
+    device: str | None = option("auto", "where to train: 'auto' (the accelerator when torch sees one -- "
+                                        "cuda:<LOCAL_RANK> under torchrun -- else the CPU), or e.g. 'cuda:0', "
+                                        "'cpu'. A method that never runs the language model (VKD with projector / "
+                                        "vision taps) moves only the vision tower and projector there; otherwise the "
+                                        "whole model. None = leave the model where it is")
+    trained_dtype: str | None = option("float32", "dtype of the tensors that train (a model loaded in bf16 for the "
+                                                  "frozen parts keeps full-precision weights and AdamW updates where "
+                                                  "it learns; export casts them back to the checkpoint's dtype). "
+                                                  "None = as loaded")
     shard_llm: bool = option(False, "multi-process runs: shard the frozen language model over the processes with "
                                     "FSDP2 (fully_shard) to save memory (useful with llm taps and output terms)")
     amp: str = option("bf16", "autocast on CUDA: 'bf16' or 'off' (CPU runs are always fp32)")
@@ -53,14 +60,9 @@ class UnlearnConfig:
         for name in ("weight_decay", "grad_clip", "warmup_steps", "save_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.device is not None:
-            import torch
-
-            try:
-                torch.device(self.device)
-            except (RuntimeError, TypeError, ValueError):
-                raise ValueError(f"device must be a torch device such as 'cpu', 'cuda' or 'cuda:1', or None, got "
-                                 f"{self.device!r}") from None
+        check_device_spec("device", self.device)
+        if self.trained_dtype is not None:
+            check_choice("trained_dtype", self.trained_dtype, ("float32", "bfloat16", "float16"))
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
 

@@ -27,6 +27,7 @@ from ..adapters import get_adapter
 from ..methods import create_method
 from ..methods.base import check_items
 from ..methods.saliency import apply_mask
+from ..utils.devices import describe_device, resolve_device
 from ..utils.files import check_output_file
 from ..utils.memory import available_bytes
 from .checkpoint import latest_checkpoint, latest_good_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
@@ -153,8 +154,7 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
         adapter.require_language_model(f"method {method.name!r} with these options")
     spec, tap, lora = method.trainable_set()
     adapter.parse_tap(tap)
-    if config.device is not None and torch.device(config.device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={config.device!r}, but torch sees no CUDA device here (use device=None or 'cpu')")
+    device = resolve_device(config.device)  # "auto": the accelerator when one is visible, else the CPU
     if config.log_path is not None:
         check_output_file("log_path", config.log_path)
     if resume and not config.output_dir:
@@ -175,9 +175,17 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
     torch.manual_seed(config.seed)
 
     # every rank does the same set-up; only rank 0 keeps what it caches in the run folder
-    summary = method.prepare(model, forget, retain, tokenizer=tokenizer, device=config.device,
+    if progress and rank == 0:
+        where = "where the model is" if device is None else describe_device(device)
+        print(f"vkd_fast: training {method.name} on {where}", file=sys.stderr, flush=True)
+    summary = method.prepare(model, forget, retain, tokenizer=tokenizer, device=device,
                              run_dir=run_dir if rank == 0 else None, progress=progress and rank == 0,
                              world_size=world_size, seed=config.seed)
+    if config.trained_dtype is not None:  # e.g. bf16 frozen parts, fp32 master weights where the model learns
+        trained_dtype = getattr(torch, config.trained_dtype)
+        for p in model.parameters():
+            if p.requires_grad and p.is_floating_point() and p.dtype != trained_dtype:
+                p.data = p.data.to(trained_dtype)
     _check_batch_fits(method, config, world_size)
     gen = step_generator(config.seed)  # the steps' own draws; the plan has its stream from the seed
     plan = batch_plan(len(forget), len(retain), config.steps, config.batch_size,

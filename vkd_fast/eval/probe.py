@@ -15,13 +15,10 @@ from __future__ import annotations
 import torch
 
 from ..adapters import get_adapter
+from ..utils.items import person_of, require_persons
 
-
-def _person(item: dict):
-    person = item.get("identity", item.get("id"))
-    if person is None:
-        raise ValueError("identity_probe needs items with an 'identity' or 'id' field (the person pictured)")
-    return person
+#: what needs the persons, the start of the probe's refusal
+_NEEDS = "identity_probe tells people apart, so it needs to know who every image pictures"
 
 
 @torch.no_grad()
@@ -46,9 +43,14 @@ def identity_probe(model, train_items: list[dict], test_items: list[dict], tap: 
     """Nearest-centroid identification of ``test_items``' images among the people of ``train_items``
     (centroids from their images). Returns ``accuracy``, ``chance`` (1 / people), ``n`` (test images)
     and ``people``. Images of different sizes must give features of one size (true of the toy world
-    and of fixed-resolution families)."""
-    train_people = {id(it["image"]): _person(it) for it in train_items if it.get("image") is not None}
-    test_people = {id(it["image"]): _person(it) for it in test_items if it.get("image") is not None}
+    and of fixed-resolution families). Every image item needs a person (:func:`vkd_fast.data.person_of`:
+    its ``identity``, ``name`` or ``id``)."""
+    train_images = [it for it in train_items if it.get("image") is not None]
+    test_images = [it for it in test_items if it.get("image") is not None]
+    require_persons("training", train_images, _NEEDS)
+    require_persons("test", test_images, _NEEDS)
+    train_people = {id(it["image"]): person_of(it) for it in train_images}
+    test_people = {id(it["image"]): person_of(it) for it in test_images}
     if not train_people or not test_people:
         raise ValueError("identity_probe needs image items to fit on and to test")
     unknown = {p for p in test_people.values()} - set(train_people.values())

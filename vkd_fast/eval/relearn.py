@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters import get_adapter
+from ..utils.items import person_of, require_persons
 from ..utils.options import check_types
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
 from ..utils.validate import check_positive_int
@@ -65,12 +66,10 @@ class RelearnConfig:
 
 
 def pair_key(item: dict) -> tuple:
-    """The (person, attribute) pair an image question asks about: ``identity`` (toy world) or ``id``
-    (MLLMU-Bench), and ``attribute`` or else the question text."""
-    person = item.get("identity", item.get("id"))
-    if person is None:
-        raise ValueError("split='fraction' needs items with an 'identity' or 'id' field (the person asked about)")
-    return person, item.get("attribute", item["question"])
+    """The (person, attribute) pair an image question asks about: the person by
+    :func:`vkd_fast.data.person_of` (``identity``, ``name`` or ``id``), and ``attribute`` or else the
+    question text."""
+    return person_of(item), item.get("attribute", item["question"])
 
 
 def split_attack(items: list[dict], config: RelearnConfig) -> tuple[list[dict], list[dict]]:
@@ -83,6 +82,8 @@ def split_attack(items: list[dict], config: RelearnConfig) -> tuple[list[dict], 
         attack = [it for it in items if it["attribute"] in config.attributes]
         held = [it for it in items if it["attribute"] not in config.attributes]
     else:  # a share of the (person, attribute) pairs, each with all its image questions
+        require_persons("forget VQA", items, "split='fraction' holds out (person, question) pairs, so it needs to know "
+                        "who every image pictures", "or use split='attributes'")
         pairs = sorted({pair_key(it) for it in items}, key=repr)
         order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(config.seed)).tolist()
         chosen = {pairs[i] for i in order[: max(1, round(config.fraction * len(pairs)))]}

@@ -5,7 +5,9 @@ An unlearning method is one class that owns everything specific to it; the train
 
 * ``Options``: a frozen dataclass of its options (fields made with
   :func:`vkd_fast.utils.options.option`, each with a help text), validated at construction;
-* :meth:`check` -- input checks before any work (items, tokenizer, process count);
+* :meth:`check` -- input checks before any work (items, tokenizer, process count); the checks of
+  the items alone (e.g. that every item names its person) in :meth:`check_data`, which a caller can
+  run before loading the model;
 * :meth:`trainable_set` -- what it updates: ``(spec, tap, lora)`` for ``adapter.set_trainable``;
 * :meth:`setup` -- one-time work (a teacher cache, anchors, reference log-probabilities);
 * :meth:`saliency_masks` -- optional per-weight gradient masks, computed after the trainable set;
@@ -105,9 +107,16 @@ class UnlearningMethod:
         return True
 
     def check(self, forget: list[dict], retain: list[dict], tokenizer=None, world_size: int = 1) -> None:
-        """Raise ``ValueError`` / ``TypeError`` for input this method cannot use, before any work."""
+        """Raise ``ValueError`` / ``TypeError`` for input this method cannot use, before any work
+        (:meth:`check_data` included)."""
         if self.needs_tokenizer and tokenizer is None:
             raise ValueError(f"method {self.name!r} trains on answer tokens and needs tokenizer=...")
+        self.check_data(forget, retain)
+
+    def check_data(self, forget: list[dict], retain: list[dict]) -> None:
+        """Raise ``ValueError`` for items this method cannot use whatever the model and tokenizer: the
+        part of :meth:`check` that needs only the items (the command line runs it before loading the
+        model). E.g. VKD's default target needs a person on every item (:func:`vkd_fast.data.person_of`)."""
 
     def trainable_set(self) -> tuple[str, str, dict | None]:
         """``(spec, tap, lora)`` for :meth:`vkd_fast.adapters.VisualAdapter.set_trainable`."""

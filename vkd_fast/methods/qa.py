@@ -101,8 +101,8 @@ class QAMethod(UnlearningMethod):
     def needs_tokenizer(self) -> bool:
         return True
 
-    def check(self, forget, retain, tokenizer=None, world_size: int = 1) -> None:
-        super().check(forget, retain, tokenizer, world_size)
+    def check_data(self, forget, retain) -> None:
+        super().check_data(forget, retain)
         check_qa("forget", forget)
         check_qa("retain", retain)
 

@@ -29,10 +29,29 @@ def defaults(cls) -> dict:
     return out
 
 
+def effective_defaults(cls) -> dict:
+    """``{field name: value}`` of ``cls()`` -- the defaults after validation has filled in the ones that
+    depend on others (e.g. VKD's ``forget_augment=None`` -> 0.6); :func:`defaults` where ``cls()`` fails."""
+    try:
+        obj = cls()
+    except (TypeError, ValueError):
+        return defaults(cls)
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)}
+
+
+def plain(text: str) -> str:
+    """Docstring markup as plain words for a terminal: ``:class:`~a.B``` -> B, ````x```` -> x."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1] if "~" in m.group(0)
+                  else m.group(1), text)
+    return re.sub(r"``([^`]+)``", r"\1", text).replace(".:", ":")
+
+
 def help_lines(cls, prefix: str = "", indent: str = "  ") -> list[str]:
-    """One line per option: name (with ``prefix``), help text and default."""
-    values = defaults(cls)
-    return [f"{indent}{prefix + f.name:<24} {f.metadata.get('help', '')} [default: {values[f.name]!r}]"
+    """One line per option: name (with ``prefix``), help text and the effective default."""
+    values = effective_defaults(cls)
+    return [f"{indent}{prefix + f.name:<24} {plain(f.metadata.get('help', ''))} [default: {values[f.name]!r}]"
             for f in dataclasses.fields(cls)]
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ...adapters.base import chat_prompt
+
 #: where an image goes inside a turn's content (never written to a model or an audit file)
 IMAGE_SLOT = "\ufffcimage\ufffc"
 #: how an image is written in audit prompts (the benchmarks' own placeholder)
@@ -95,8 +97,7 @@ class PromptRenderer:
                 "are LLaVA-1.5's)")
 
     def _chat(self, content: str) -> str:
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                  add_generation_prompt=True)
+        return chat_prompt(self.tokenizer, content)
 
     def text(self, prompt: Prompt) -> str:
         """What the model is shown, images written as ``<image>`` (the audit file's prompt)."""

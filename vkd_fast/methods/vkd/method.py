@@ -53,6 +53,8 @@ class VKD(UnlearningMethod):
         return self.options.llm_tap or self.options.scores_text
 
     def check(self, forget, retain, tokenizer=None, world_size: int = 1) -> None:
+        """The input checks before any work: a tokenizer where text is scored, question-answer items
+        for the output-level terms, and :meth:`check_data`."""
         o = self.options
         if o.llm_tap and tokenizer is None:
             raise ValueError(f"tap {o.tap!r} runs the language model on a prompt per image and needs tokenizer=...")
@@ -67,6 +69,13 @@ class VKD(UnlearningMethod):
         if world_size > 1 and (o.output_terms or o.lambda_meta > 0):
             raise ValueError("vkd's lambda_npo / lambda_ce / lambda_meta terms are not supported in multi-process runs "
                              "yet (their forward would bypass DDP's gradient averaging)")
+        self.check_data(forget, retain)
+
+    def check_data(self, forget, retain) -> None:
+        """What the forget target needs of the items: ``retain_person`` (the default) a person --
+        ``identity`` / ``name`` / ``id`` -- on every forget and retain item
+        (:meth:`~vkd_fast.methods.vkd.targets.RetainPerson.check`)."""
+        get_forget_target(self.options.forget_target).check(forget, retain)
 
     def trainable_set(self):
         return self.options.trainable, self.options.tap, self.options.lora

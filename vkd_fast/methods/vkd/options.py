@@ -9,7 +9,7 @@ from ...ops import METRICS
 from ...utils.options import check_types, option
 from ...utils.validate import check_choice, check_positive_int
 from ..saliency import MaskOptions
-from .targets import get_forget_target
+from .targets import forget_targets, get_forget_target
 
 #: the forget-image augmentation strength ``forget_augment=None`` stands for
 DEFAULT_FORGET_AUGMENT = 0.6
@@ -27,8 +27,9 @@ class _VKDFields:
                                      "e.g. {r: 8, lora_alpha: 16}")
     forget_target: str = option("retain_person",
                                 "forget target: 'retain_person' (each forget person is pulled to the teacher "
-                                "features of a retain person's images; items without an identity, name or id count "
-                                "as a person each), 'retain_mean' (the mean retain features: answers collapse), "
+                                "features of a retain person's images; needs a person -- identity, name or id -- on "
+                                "every item, see vkd_fast.data.person_per_image), 'retain_mean' (the mean retain "
+                                "features: answers collapse), "
                                 "'nearest_retain' (the retain image nearest in pixel space), 'random_retain' (a "
                                 "retain image drawn per forget image), 'misdirect' or 'repel' (see the README's "
                                 "Robustness section for what each measured)")
@@ -109,9 +110,10 @@ class VKDOptions(MaskOptions, _VKDFields):
         if not 0 <= self.forget_augment <= 1:
             raise ValueError(f"forget_augment must be in [0, 1], got {self.forget_augment!r}")
         if self.forget_augment > 0 and target.uses_own_features:
-            raise ValueError(f"forget_augment needs a target that is not the image's own (nearest_retain, retain_mean "
-                             f"or misdirect): with {self.forget_target!r} the forget target is the image's own "
-                             "teacher features, which augmentation would change")
+            others = [n for n in forget_targets() if not get_forget_target(n).uses_own_features]
+            raise ValueError(f"forget_augment needs a target that is not the image's own ({', '.join(others)}): with "
+                             f"{self.forget_target!r} the forget target is the image's own teacher features, which "
+                             "augmentation would change")
 
     @property
     def llm_tap(self) -> bool:

@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 
 from ...cache import ActivationCache
+from ...utils.items import person_key, require_persons
 
 
 class ForgetTarget:
@@ -32,6 +33,11 @@ class ForgetTarget:
     mean_rows: ClassVar[bool] = True
     #: whether :meth:`perturb` changes the forget rows
     perturbs: ClassVar[bool] = False
+
+    @classmethod
+    def check(cls, forget: list[dict], retain: list[dict]) -> None:
+        """Raise ``ValueError`` for items this policy cannot use; called by ``VKD.check``, before any
+        work (the model untouched)."""
 
     def __init__(self, vkd):
         """``vkd``: the VKD method being set up (its ``cache``, ``f_keys``, ``r_keys``, ``inputs``,
@@ -116,24 +122,22 @@ class RandomRetain(ForgetTarget):
         return [self.target_keys[i] for i in forget_indices]
 
 
-def _person(item: dict, side: str, i: int):
-    """Who an item pictures: its ``identity`` (toy world), ``name`` (CLEAR) or ``id`` (MLLMU-Bench); an
-    item with none of them counts as a person of its own."""
-    for key in ("identity", "name", "id"):
-        if item.get(key) is not None:
-            return key, item[key]
-    return "image", (side, i)
-
-
 class RetainPerson(ForgetTarget):
     """Every forget person is given ``target_people`` retain people (drawn at random, seeded; different
     forget people get different retain people while there are enough), and each of the forget person's
     images is pulled to the teacher features of an image of one of them (the images take turns among
     the stand-ins and cycle through each one's images, same processed shape preferred). Consistent per
     person, so it carries over to unseen images, and spread over several people, so answers do not
-    collapse. People are told apart by the items' ``identity``, ``name`` or ``id``; items with none
-    (a folder of images) count as a person each, which spreads the forget images over different
-    retain people like ``random_retain``.
+    collapse.
+
+    People are told apart by :func:`vkd_fast.data.person_of` (the items' ``identity``, ``name`` or
+    ``id``), and both sides need them (:meth:`check` refuses an item without one, before any work):
+    the forget side so that all images of one person go to the same stand-ins (one image per person
+    would pull each image to a different person: ``random_retain``, silently), the retain side
+    because a stand-in is a person -- its images take turns, and ``match_agreement`` compares the
+    answers people give over several questions (one image per person would make each stand-in a
+    single picture with a single answer). Data that names no one can count each image as its own
+    person explicitly with :func:`vkd_fast.data.person_per_image` (CLI: ``--person-per-image``).
 
     ``match_agreement`` (the default): the stand-ins answer the forget people's questions, so the
     forget accuracy after unlearning is how often their answers happen to equal the forget people's.
@@ -144,11 +148,22 @@ class RetainPerson(ForgetTarget):
     random agrees on average is kept: the answers then agree with the truth as often as those of a
     model that never knew the person. See :func:`agreement_draw`."""
 
+    #: what needs the persons, the start of :meth:`check`'s message
+    NEEDS = ("vkd's forget_target='retain_person' (the default) pulls the images of each forget person to "
+             "the images of retain people, so it needs to know who every forget and retain image pictures")
+
+    @classmethod
+    def check(cls, forget, retain):
+        other = "or choose a forget_target that needs no persons (e.g. 'retain_mean' or 'random_retain')"
+        require_persons("forget", forget, cls.NEEDS, other)
+        require_persons("retain", retain, cls.NEEDS, other)
+
     def __init__(self, vkd):
         super().__init__(vkd)
         forget, retain = vkd.items
-        f_people = [_person(it, "forget", i) for i, it in enumerate(forget)]
-        r_people = [_person(it, "retain", i) for i, it in enumerate(retain)]
+        self.check(forget, retain)  # set up without VKD.check (a method driven by hand)
+        f_people = [person_key(it) for it in forget]
+        r_people = [person_key(it) for it in retain]
         g = torch.Generator().manual_seed(vkd.seed)
         candidates = sorted(set(r_people), key=repr)
         f_sorted = sorted(set(f_people), key=repr)
