@@ -71,14 +71,17 @@ $(COMPAT_STAMP): pyproject.toml $(COMPAT_CONSTRAINTS)
 	touch $@
 
 # The whole suite on the newest versions pyproject.toml's ranges allow (a fresh venv each time; torch
-# stays TORCH_SPEC): the early warning for a moving index. Not part of `make test` (CI tests the pins).
+# stays TORCH_SPEC, a platform choice: `make test-latest TORCH_SPEC=torch` floats it too, which pulls the
+# multi-GB CUDA wheel where no CPU index is set): the early warning for a moving index. Not part of
+# `make test` (CI tests the pins).
 test-latest:
 	rm -rf $(LATEST_VENV)
 	$(PYTHON) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install -q --upgrade "pip>=23" "setuptools>=77" wheel
 	$(LATEST_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" numpy $(PIP_TORCH_ARGS)
-	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager --no-build-isolation -e ".[dev,bench]"
-	@$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable | grep -iE '^(transformers|kernels|peft|accelerate|triton|tokenizers|huggingface.hub)=='
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager --no-build-isolation \
+		-e ".[dev,bench]" "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
+	@$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable | grep -iE '^(torch|transformers|kernels|peft|accelerate|triton|tokenizers|huggingface.hub)=='
 	$(LATEST_VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Re-pin constraints/tested.txt to what `make test-latest` just tested (then commit it with the reason).

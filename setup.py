@@ -30,7 +30,11 @@ def _cext():
         )
         return [], {}
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").glob("*.cpp"))
-    flags = ["-O3", "-g0", "-fopenmp", "-std=c++17"]
+    import torch
+
+    # torch >= 2.14's headers require C++20; older ones build with C++17 (vkd_fast._ext.cxx_standard: the same rule)
+    major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    flags = ["-O3", "-g0", "-fopenmp", "-std=c++20" if (major, minor) >= (2, 14) else "-std=c++17"]
     ext = CppExtension(
         "vkd_fast._C",
         sources,

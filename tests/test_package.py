@@ -191,3 +191,12 @@ def test_jit_build_fallback_builds_a_working_extension(tmp_path):
     assert "building it once" in out.stderr
     again = _python(code, VKD_FAST_EXT_DIR=str(tmp_path))  # cached: no second build message
     assert again.returncode == 0 and "building it once" not in again.stderr
+
+
+def test_the_cxx_standard_follows_torch():
+    from vkd_fast import _ext
+
+    assert _ext.cxx_standard("2.13.0+cpu") == "-std=c++17"  # what the pinned torch has always been built with
+    assert _ext.cxx_standard("2.14.1") == _ext.cxx_standard("3.0.0") == "-std=c++20"  # C++20 headers
+    setup = (ROOT / "setup.py").read_text()  # setup.py's copy of the rule (it cannot import the package)
+    assert '"-std=c++20" if (major, minor) >= (2, 14) else "-std=c++17"' in setup

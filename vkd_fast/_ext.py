@@ -64,10 +64,19 @@ def _jit_build() -> ModuleType:
         name=f"vkd_fast_C_{tag}",
         sources=cpp,
         build_directory=str(build_dir),
-        extra_cflags=["-O3", "-g0", "-fopenmp", "-std=c++17"],
+        extra_cflags=["-O3", "-g0", "-fopenmp", cxx_standard(torch.__version__)],
         extra_ldflags=["-fopenmp"],
         verbose=False,
     )
+
+
+def cxx_standard(torch_version: str) -> str:
+    """The C++ standard flag for building against ``torch_version``: torch >= 2.14's headers require
+    C++20 (found by ``make test-latest`` on 2026-12-04: torch 2.14.1 with -std=c++17 does not compile);
+    older ones build with C++17, as they always did here. setup.py keeps a copy (it cannot import the
+    package)."""
+    major, minor = (int(x) for x in torch_version.split("+")[0].split(".")[:2])
+    return "-std=c++20" if (major, minor) >= (2, 14) else "-std=c++17"
 
 
 def load() -> ModuleType | None:
