@@ -193,8 +193,10 @@ def test_mllmu_cloze_tolerant_keys(tmp_path):
         {"question": "Q?", "options": ["yes", "no"], "correct_answer": "b"}]})
     write(f, [row], eval_schema(as_json=True))
     ev = load_mllmu_eval(f)
+    lower = f"{f} row 0, field 'Classification_Task.Pure_Text_Questions[0].Correct_Answer': 'b' is lower-case"
     assert ev["vqa"] == [] and ev["qa"] == [{"question": "Q?", "options": {"A": "yes", "B": "no"}, "answer": "B",
-                                             "image": None, "id": "p0", "index": 0, "row": 0}]
+                                             "image": None, "id": "p0", "index": 0, "row": 0,
+                                             "quirks": [lower]}]  # read normalised; the benchmark protocol refuses it
     cloze = ev["cloze"]
     assert [c["index"] for c in cloze] == [0, 1]  # the position in Mask_Task (the benchmark's demonstration skip key)
     assert [(c["question"], c["answer"], c["image"]) for c in cloze] == [("Ann likes __.", "tea", None),

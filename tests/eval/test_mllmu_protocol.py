@@ -15,6 +15,7 @@ from _parquet import BLUE, CYAN, GREEN, MAGENTA, RED, YELLOW, eval_schema, perso
 from _toy import EXE
 
 from vkd_fast.adapters import get_adapter
+from vkd_fast.data import DataFormatError
 from vkd_fast.eval import evaluate, load_mllmu_benchmark, write_jsonl
 from vkd_fast.eval.protocols import ModelGenerator, PromptRenderer, parse_choice
 from vkd_fast.eval.protocols.mllmu import blank_correct, evaluate_mllmu, reply
@@ -484,3 +485,45 @@ def test_every_option_key_is_listed(tmp_path):
     out = evaluate_mllmu(Script(lambda p: "E"), load_mllmu_benchmark(root), shots=0, tasks=("classification",))
     first = records(out, "forget", "classification", "Image_Textual")[0]
     assert "\nD: d\nE: e\nJust give ONE letter" in first["prompt"] and first["parsed"] == "E"
+
+
+# ------------------------------------------------- rows the original would score differently: refused
+
+
+def _rewrite(root, split, rows, images=False):
+    for f in (root / split).glob("*.parquet"):
+        f.unlink()
+    write(root / split / "train-00000-of-00001.parquet", rows, eval_schema(images=images))
+
+
+def test_an_id_on_two_rows_is_refused_naming_them(root):
+    # the original scores both Test_Set rows, each with its own images; one person per ID here would
+    # score the first row's questions with the last row's images
+    _rewrite(root, "Test_Set", [person("p0", images=[YELLOW]), person("p1", images=[RED]),
+                                person("p0", images=[CYAN])], images=True)
+    with pytest.raises(DataFormatError, match=r"Test_Set.*: ID 'p0' is on rows 0, 2: MLLMU-Bench's eval.py scores"):
+        load_mllmu_benchmark(root)
+
+
+def test_a_null_option_is_refused_naming_the_row(root):
+    row = person("p1", GREEN)
+    row["Classification_Task"]["Image_Textual_Questions"][0]["Options"]["D"] = None  # the original: "D: None"
+    _rewrite(root, "forget_5", [person("p0", RED), row])
+    with pytest.raises(DataFormatError, match=r"forget_5/train-00000-of-00001\.parquet row 1, field "
+                                              r"'Classification_Task\.Image_Textual_Questions\[0\]\.Options\.D': "
+                                              r"the option is null: MLLMU-Bench's eval.py would score"):
+        load_mllmu_benchmark(root)
+    from vkd_fast.data import load_mllmu_eval  # the likelihood protocol reads it normalised (D dropped)
+
+    items = load_mllmu_eval(root / "forget_5")["vqa"]
+    assert sorted(items[2]["options"]) == ["A", "B", "C"]
+
+
+def test_a_lower_case_answer_is_refused_naming_the_row(root):
+    _rewrite(root, "retain_95", [person("r0", BLUE, image_answer="b")])
+    with pytest.raises(DataFormatError, match=r"retain_95/.* row 0, field 'Classification_Task\.Image_Textual_"
+                                              r"Questions\[0\]\.Correct_Answer': 'b' is lower-case"):
+        load_mllmu_benchmark(root)
+    from vkd_fast.data import load_mllmu_eval
+
+    assert load_mllmu_eval(root / "retain_95")["vqa"][0]["answer"] == "B"

@@ -206,6 +206,11 @@ def _mc_item(entry, file: Path, r: int, field: str, rid) -> dict:
     if isinstance(options, list):  # ["text", ...] -> {"A": "text", ...}
         options = dict(zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", options))
     options = _struct(options, file, r, f"{field}.Options")
+    # what this loader normalises and MLLMU-Bench's own eval.py does not (it shows a null option as
+    # "D: None" and accepts D; it never matches a lower-case Correct_Answer): the benchmark protocol
+    # refuses such rows (vkd_fast.eval.protocols.mllmu), the likelihood protocol uses the normalised item
+    quirks = [f"{location(file, r, f'{field}.Options.{k}')}: the option is null" for k, v in options.items()
+              if v is None]
     options = {str(k): v for k, v in options.items() if v is not None}
     for k, v in options.items():
         _text(v, file, r, f"{field}.Options.{k}")
@@ -216,11 +221,15 @@ def _mc_item(entry, file: Path, r: int, field: str, rid) -> dict:
     answer = key_of(entry, "Correct_Answer", "Answer")
     key = str(answer).strip() if answer is not None else None
     if key not in options and key is not None and key.upper() in options:
+        quirks.append(f"{location(file, r, f'{field}.Correct_Answer')}: {answer!r} is lower-case")
         key = key.upper()
     if key not in options:
         raise DataFormatError(f"{location(file, r, f'{field}.Correct_Answer')}: {answer!r} is not one of the "
                               f"Options keys {sorted(options)}")
-    return {"question": question, "options": options, "answer": key, "image": None, "id": rid}
+    item = {"question": question, "options": options, "answer": key, "image": None, "id": rid}
+    if quirks:
+        item["quirks"] = quirks
+    return item
 
 
 def _cloze_question(entry: dict):

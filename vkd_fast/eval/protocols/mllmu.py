@@ -68,8 +68,33 @@ class Person:
     generation: dict = field(default_factory=dict)
 
 
-def _people(evaluation: dict) -> list[Person]:
-    """Regroup ``load_mllmu_eval`` items by person, in row order, and by question index."""
+def _check_faithful(evaluation: dict, where: str) -> None:
+    """Refuse, before any work, rows this protocol would score differently from MLLMU-Bench's eval.py
+    (0e3098e): an ID on two rows (the original scores each row with its own images; regrouping by ID
+    would mix them), a null option (the original shows "D: None" and accepts D) and a lower-case
+    Correct_Answer (the original never matches it). The message names the row(s)."""
+    from ...data import DataFormatError
+
+    rows: dict = {}
+    for items in evaluation.values():
+        for item in items:
+            if item.get("quirks"):
+                raise DataFormatError(f"{item['quirks'][0]}: MLLMU-Bench's eval.py would score this question "
+                                      "differently from this protocol; fix the row (or use the likelihood protocol, "
+                                      "which reads it normalised)")
+            rows.setdefault(item["id"], set()).add(item["row"])
+    twice = {pid: sorted(r) for pid, r in rows.items() if len(r) > 1}
+    if twice:
+        pid, at = next(iter(twice.items()))
+        raise DataFormatError(f"{where}: ID {pid!r} is on rows {', '.join(map(str, at))}: MLLMU-Bench's eval.py "
+                              "scores each row with its own images, this protocol one person per ID; give each row "
+                              "its own ID or drop the duplicates")
+
+
+def _people(evaluation: dict, where: str) -> list[Person]:
+    """Regroup ``load_mllmu_eval`` items by person, in row order, and by question index (rows the
+    original would score differently are refused first: :func:`_check_faithful`)."""
+    _check_faithful(evaluation, where)
     people: dict[str, tuple[int, Person]] = {}
 
     def image_of(p: Person, item) -> None:
@@ -109,7 +134,7 @@ class MllmuBenchmark:
         if missing:
             loaded = load_mllmu_eval(self.full_path, ids=missing)
             rows = {it["id"]: it["row"] for kind in loaded.values() for it in kind}
-            for person in _people(loaded):
+            for person in _people(loaded, self.full_path):
                 self._full[person.id] = (rows[person.id], person)
         found = [self._full[i] for i in dict.fromkeys(ids) if i in self._full]
         return [p for _, p in sorted(found, key=lambda rp: rp[0])]
@@ -126,7 +151,7 @@ def load_mllmu_benchmark(root, forget_split: str = "forget_5", retain_split: str
 
     def read(split, **kwargs):
         path = mllmu_split_path(root, split)
-        return _people(load_mllmu_eval(path, **kwargs)), str(path)
+        return _people(load_mllmu_eval(path, **kwargs), str(path)), str(path)
 
     sets, source = {}, {}
     sets["forget"], source["forget"] = read(forget_split, limit=limit)
