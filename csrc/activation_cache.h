@@ -1,4 +1,4 @@
-// Host-memory store of the activation cache (vkd_fast/cache.py wraps it; validation happens there).
+// Host-memory store of the activation cache (vkd_fast/cache/activation_cache.py wraps it; validation happens there).
 #pragma once
 
 #include <torch/extension.h>

@@ -8,7 +8,7 @@
 
 namespace vkd_fast {
 
-// Metric and reduction codes; must match vkd_fast/ops/_codes.py.
+// Metric and reduction codes; must match vkd_fast/ops/__init__.py (METRIC_CODE, REDUCTION_CODE).
 enum Metric : int64_t { kMSE = 0, kCosine = 1, kSmoothL1 = 2 };
 enum Reduction : int64_t { kMean = 0, kSum = 1, kNone = 2 };
 

@@ -89,5 +89,5 @@ def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
 
 # What @torch.compiler.assume_constant_result does, without its cost: the public decorator imports
 # torch._dynamo (and with it triton) at `import vkd_fast`. Dynamo reads this marker when it traces a
-# call to `resolve`; tests/test_compile.py fails (fullgraph) if that ever stops working.
+# call to `resolve`; tests/test_autograd.py::test_compile_fullgraph_through_fused_op fails if that ever stops working.
 resolve._dynamo_marked_constant = True  # type: ignore[attr-defined]
