@@ -79,7 +79,7 @@ def _differs(a: dict, b: dict) -> bool:
 
 def _defaults(adapter, images) -> dict:
     """What the adapter gave before it read the folder: the family class, defaults + config values."""
-    return _tensors(adapter._family_processor_class()(**adapter.image_processor_kwargs())(
+    return _tensors(adapter.default_image_processor()(
         images=images, return_tensors="pt"))
 
 

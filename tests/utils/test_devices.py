@@ -30,7 +30,6 @@ def test_auto_is_the_cpu_without_an_accelerator(monkeypatch):
     assert D.resolve_device("auto") == torch.device("cpu")
     assert D.resolve_device(None) is None  # leave the model where it is
     assert D.resolve_device("cpu") == torch.device("cpu")
-    assert D.default_dtypes(torch.device("cpu")) == (torch.float32, torch.float32)
     assert D.describe_device(torch.device("cpu")) == f"cpu ({torch.get_num_threads()} threads)"
     with pytest.raises(ValueError, match=r"^--device='cuda', but torch sees no CUDA device here \(use 'auto' or 'cpu'\)$"):
         D.resolve_device("cuda", "--device")
@@ -45,7 +44,6 @@ def test_auto_is_the_gpu_when_one_is_visible(two_gpus, monkeypatch):
     assert D.resolve_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="torch sees 2 CUDA device"):
         D.resolve_device("cuda:2")
-    assert D.default_dtypes(torch.device("cuda", 0)) == (torch.bfloat16, torch.float32)
     assert D.describe_device(torch.device("cuda", 1)) == "cuda:1 (Stand-in GPU, 80.0 GiB)"
 
 

@@ -348,15 +348,16 @@ class VisualAdapter:
         key = (type(self), repr(sorted(kwargs.items())))
         cached = _MODEL_PROCESSORS.get(self.model)
         if cached is None or cached[0] != key:
-            cls = self._family_processor_class()
+            processor = self.default_image_processor()
             if cached is None:
                 where = (f"its checkpoint folder {folder} has no image processor values in "
                          f"{' or '.join(PROCESSOR_FILES)}" if folder is not None
                          else "it was not loaded from a local checkpoint folder")
                 warnings.warn(f"{type(self.model).__name__}: no preprocessor config ({where}); images are "
-                              f"pre-processed with {cls.__name__}'s class defaults and values from the model config, "
-                              "which may differ from how the checkpoint was trained", UserWarning, stacklevel=3)
-            cached = _MODEL_PROCESSORS[self.model] = (key, cls(**kwargs))
+                              f"pre-processed with {type(processor).__name__}'s class defaults and values from the "
+                              "model config, which may differ from how the checkpoint was trained", UserWarning,
+                              stacklevel=3)
+            cached = _MODEL_PROCESSORS[self.model] = (key, processor)
         return cached[1]
 
     def _folder_processor(self, folder: Path):

@@ -85,29 +85,34 @@ def load_items(spec: str, args=None, *, person_per_image: bool = False) -> list[
     one, name no person: methods that group images by person refuse them, unless
     ``person_per_image`` (or ``args.person_per_image``, the CLI's ``--person-per-image``) counts each
     such image as a person of its own (``identity``: the image's path; rows of one image share it)."""
-    from pathlib import Path
-
-    from ..utils.items import person_key
     from ..utils.items import person_per_image as per_image
 
     per_image_wanted = bool(person_per_image or getattr(args, "person_per_image", False))
+    items = _read_items(spec, args, per_image_wanted)
+    return per_image(items) if per_image_wanted else items
+
+
+def _read_items(spec: str, args, per_image_wanted: bool) -> list[dict]:
+    """:func:`load_items` before ``person_per_image`` (a ``.jsonl`` row without a person gets its
+    image's path as its person here, when asked, so that rows of one image share it)."""
+    from pathlib import Path
+
+    from ..utils.items import person_key
+
     if spec in ("toy:forget", "toy:retain"):
         world = _toy_world(args)
         return world.unlearn_items(world.forget_ids if spec == "toy:forget" else world.retain_ids)
     if spec.startswith("mllmu:"):
         from ..data import load_mllmu_train
 
-        items = load_mllmu_train(spec[len("mllmu:"):])
-        return per_image(items) if per_image_wanted else items
+        return load_mllmu_train(spec[len("mllmu:"):])
     if spec.startswith("clear:"):
         from ..data import load_clear_train
 
-        items = load_clear_train(spec[len("clear:"):])
-        return per_image(items) if per_image_wanted else items
+        return load_clear_train(spec[len("clear:"):])
     path = Path(spec)
     if path.is_dir():
-        items = _folder_items(spec, path)
-        return per_image(items) if per_image_wanted else items
+        return _folder_items(spec, path)
     if path.suffix == ".jsonl" and path.is_file():
         items = []
         for n, line in enumerate(path.read_text().splitlines(), 1):

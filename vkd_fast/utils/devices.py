@@ -6,10 +6,11 @@ when one is visible, else the CPU; and the precision that goes with it.
 explicit device is checked against what torch sees, with a one-line error. Nothing here runs at
 import time (``import vkd_fast`` never initialises CUDA).
 
-Precision (:func:`default_dtypes`): on the CPU everything is float32 (CPU bf16 is slow and its
-results differ); on an accelerator the frozen parts are loaded in bfloat16 (half the memory of a 7B
-language model, and what autocast computes in anyway) and the tensors that train stay float32
-(AdamW moments and updates in full precision; autocast runs their matmuls in bf16).
+Precision (the commands' ``--dtype default`` and ``UnlearnConfig.trained_dtype`` decide it): on the
+CPU everything is float32 (CPU bf16 is slow and its results differ); on an accelerator the frozen
+parts are loaded in 16-bit (half the memory of a 7B language model, and what autocast computes in
+anyway) and the tensors that train stay float32 (AdamW moments and updates in full precision;
+autocast runs their matmuls in bf16).
 """
 
 from __future__ import annotations
@@ -82,8 +83,3 @@ def describe_device(device: torch.device) -> str:
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
 
-
-def default_dtypes(device) -> tuple[torch.dtype, torch.dtype]:
-    """(frozen weights, trained weights) for ``device``: (float32, float32) on the CPU and for no
-    device, (bfloat16, float32) on an accelerator."""
-    return (torch.bfloat16 if is_accelerator(device) else torch.float32), torch.float32

@@ -75,6 +75,7 @@ class VKD(UnlearningMethod):
         """What the forget target needs of the items: ``retain_person`` (the default) a person --
         ``identity`` / ``name`` / ``id`` -- on every forget and retain item
         (:meth:`~vkd_fast.methods.vkd.targets.RetainPerson.check`)."""
+        super().check_data(forget, retain)
         get_forget_target(self.options.forget_target).check(forget, retain)
 
     def trainable_set(self):
