@@ -17,7 +17,7 @@ from _items import FORGET, RETAIN
 
 import vkd_fast as vf
 from vkd_fast.methods import UnlearningMethod
-from vkd_fast.methods.base import _REGISTRY
+from vkd_fast.methods.base import METHODS
 from vkd_fast.utils.options import option
 
 
@@ -61,7 +61,7 @@ class ShrinkProjector(UnlearningMethod):
 def registered():
     vf.register_method("shrink_projector", ShrinkProjector)
     yield
-    _REGISTRY.pop("shrink_projector", None)
+    METHODS.remove("shrink_projector")
 
 
 def test_a_method_from_outside_the_package_runs_through_unlearn(registered):

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from ..utils.options import from_mapping, to_dict
+from ..utils.registry import Registry
 
 
 class Batch(NamedTuple):
@@ -265,32 +266,38 @@ def check_qa(name: str, items: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------- registry
-_REGISTRY: dict[str, type[UnlearningMethod]] = {}
+def _method_name(name: str) -> None:
+    if not name.isidentifier():
+        raise ValueError(f"method name must be an identifier (it addresses options as NAME.option), got {name!r}")
+
+
+def _accept_method(name: str, cls: type[UnlearningMethod]) -> None:
+    if not dataclasses.is_dataclass(cls.Options):
+        raise TypeError(f"{cls.__name__}.Options must be a dataclass, got {cls.Options!r}")
+    cls.name = name
+
+
+METHODS: Registry[UnlearningMethod] = Registry("method", UnlearningMethod, check_name=_method_name,
+                                               on_register=_accept_method,
+                                               public="vkd_fast.methods.UnlearningMethod")
 
 
 def register_method(name: str, cls: type[UnlearningMethod]) -> None:
     """Make ``cls`` available as ``method=name`` to :func:`vkd_fast.unlearn` and the CLI. A name
     already registered is replaced (so a user can swap in their own variant)."""
-    if not isinstance(name, str) or not name.isidentifier():
+    if not isinstance(name, str):
         raise ValueError(f"method name must be an identifier (it addresses options as NAME.option), got {name!r}")
-    if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
-        raise TypeError(f"cls must be a subclass of vkd_fast.methods.UnlearningMethod, got {cls!r}")
-    if not dataclasses.is_dataclass(cls.Options):
-        raise TypeError(f"{cls.__name__}.Options must be a dataclass, got {cls.Options!r}")
-    cls.name = name
-    _REGISTRY[name] = cls
+    METHODS.register(name, cls)
 
 
 def available_methods() -> list[str]:
     """Names of the registered methods, sorted."""
-    return sorted(_REGISTRY)
+    return METHODS.names()
 
 
 def get_method(name: str) -> type[UnlearningMethod]:
     """The registered class of ``name``."""
-    if name not in _REGISTRY:
-        raise ValueError(f"method must be one of {', '.join(map(repr, available_methods()))}, got {name!r}")
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def create_method(method, options=None) -> UnlearningMethod:

@@ -20,6 +20,7 @@ import torch
 
 from ...cache import ActivationCache
 from ...utils.items import person_key, require_persons
+from ...utils.registry import Registry
 
 
 class ForgetTarget:
@@ -310,26 +311,26 @@ class Repel(ForgetTarget):
         return torch.relu(self.margin - row_losses).mean()
 
 
-_TARGETS: dict[str, type[ForgetTarget]] = {}
+def _accept_target(name: str, cls: type[ForgetTarget]) -> None:
+    cls.name = name
+
+
+_TARGETS: Registry[ForgetTarget] = Registry("forget_target", ForgetTarget, sort=False, on_register=_accept_target,
+                                            public="vkd_fast.methods.vkd.ForgetTarget")
 
 
 def register_forget_target(name: str, cls: type[ForgetTarget]) -> None:
     """Make ``cls`` available as ``VKDOptions(forget_target=name)``."""
-    if not (isinstance(cls, type) and issubclass(cls, ForgetTarget)):
-        raise TypeError(f"cls must be a subclass of vkd_fast.methods.vkd.ForgetTarget, got {cls!r}")
-    cls.name = name
-    _TARGETS[name] = cls
+    _TARGETS.register(name, cls)
 
 
 def forget_targets() -> list[str]:
     """Names of the registered forget targets (registration order)."""
-    return list(_TARGETS)
+    return _TARGETS.names()
 
 
 def get_forget_target(name: str) -> type[ForgetTarget]:
-    if name not in _TARGETS:
-        raise ValueError(f"forget_target must be one of {', '.join(map(repr, _TARGETS))}, got {name!r}")
-    return _TARGETS[name]
+    return _TARGETS.get(name)
 
 
 for _name, _cls in (("retain_mean", RetainMean), ("nearest_retain", NearestRetain), ("random_retain", RandomRetain),
