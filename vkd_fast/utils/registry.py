@@ -8,7 +8,8 @@ every valid choice.
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -17,7 +18,8 @@ class Registry(Generic[T]):
     """``name -> subclass of base``.
 
     ``option``: what the name is called where a user passes it (``method``, ``forget_target``, ...),
-    used in errors; ``public``: the base class's public dotted name, for errors. ``check_name``: an extra test of a new name (raise ``ValueError``). ``sort``:
+    used in errors; ``public``: the base class's public dotted name, for errors. ``check_name``: an
+    extra test of a new name (raise ``ValueError``). ``sort``:
     :meth:`names` sorted (True) or in registration order. ``on_register(name, cls)``: called after a
     class is accepted (e.g. to record the name on the class)."""
 
