@@ -12,13 +12,14 @@ import torch
 
 from .adapters import get_adapter
 from .engine import UnlearnConfig, unlearn
+from .eval import evaluate
 from .eval.bars import Bars, unlearning_bars
 from .eval.metrics import multiple_choice
 from .eval.probe import identity_probe
-from .eval.protocol import evaluate, toy_eval_sets
 from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
 from .methods import create_method
+from .tasks.toy import toy_eval_sets
 from .utils.devices import check_device_spec, resolve_device
 from .utils.memory import measure
 from .utils.options import check_types

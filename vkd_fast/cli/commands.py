@@ -6,7 +6,7 @@ import json
 
 from .doctor import doctor_report
 from .options import config_from
-from .specs import _quiet_transformers, _tokenizer_for, _toy_model, _toy_world, load_items, load_model, load_visual
+from .specs import _quiet_transformers, _tokenizer_for, load_items, load_model, load_visual
 
 
 def _placement(args, command: str):
@@ -32,46 +32,35 @@ def _placement(args, command: str):
     return device, dtype
 
 
-def _mllmu_splits(args) -> tuple[str, str]:
-    """--forget-split / --retain-split for --data mllmu (their defaults depend on --data)."""
-    return args.forget_split or "forget_5", args.retain_split or "retain_95"
+def _task(args):
+    from ..tasks import get_task
 
-
-def _eval_sets(args) -> dict:
-    from ..eval import mllmu_eval_sets, toy_eval_sets
-
-    if args.data == "toy":
-        return toy_eval_sets(_toy_world(args))
-    if not args.root:
-        raise ValueError("--data mllmu needs --root (the local MLLMU-Bench folder)")
-    return mllmu_eval_sets(args.root, *_mllmu_splits(args), limit=args.limit)
+    return get_task(args.data)
 
 
 def _protocol(args) -> str:
-    """The scoring protocol: --protocol, else clear for --data clear and likelihood otherwise; checked
-    against --data before any work."""
-    protocol = args.protocol or ("clear" if args.data == "clear" else "likelihood")
-    allowed = {"toy": ("likelihood",), "mllmu": ("likelihood", "mllmu"), "clear": ("clear",)}[args.data]
-    if protocol not in allowed:
-        raise ValueError(f"--protocol {protocol} does not apply to --data {args.data} (valid: {', '.join(allowed)})")
-    if protocol != "likelihood" and not args.root:
-        raise ValueError(f"--data {args.data} needs --root (the local benchmark folder)")
-    if protocol != "mllmu" and args.shots is not None:
-        raise ValueError("--shots applies to --protocol mllmu only")
-    if protocol != "clear" and (args.reference or args.generation_image):
-        raise ValueError("--reference and --generation-image apply to --protocol clear only")
-    if protocol != "likelihood":
-        from ..eval.metrics import require_text_metrics
-        from ..eval.protocols.clear import require_scipy
+    """The scoring protocol: --protocol, else the task's first; checked against --data, and every
+    protocol's own options against the protocol, before any work."""
+    from ..tasks import available_tasks, get_task
 
-        try:
-            require_text_metrics()
-            if protocol == "clear":
-                require_scipy()
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
+    task = _task(args)
+    protocol = args.protocol or task.protocols[0]
+    if protocol not in task.protocols:
+        raise ValueError(f"--protocol {protocol} does not apply to --data {args.data} (valid: "
+                         f"{', '.join(task.protocols)})")
+    if protocol != "likelihood":
+        task.root(args)
+    for name in available_tasks():
+        for owner, flags in get_task(name).protocol_options.items():
+            given = [f for f in flags if getattr(args, f.lstrip("-").replace("-", "_"), None) not in (None, False)]
+            if owner != protocol and given:
+                raise ValueError(f"{' and '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} to --protocol "
+                                 f"{owner} only")
     if protocol == "likelihood" and args.audit:
-        raise ValueError("--audit applies to --protocol mllmu / clear (the likelihood protocol's JSON has every score)")
+        from ..eval.protocols import available_protocols
+
+        raise ValueError(f"--audit applies to --protocol {' / '.join(available_protocols()[1:])} (the likelihood "
+                         "protocol's JSON has every score)")
     return protocol
 
 
@@ -87,33 +76,19 @@ def _audit_path(args):
 
 
 def _run_benchmark_protocol(args, protocol: str) -> int:
-    from ..eval import evaluate, load_clear_benchmark, load_mllmu_benchmark, write_jsonl
-    from ..utils.files import read_json_file
+    from ..eval import evaluate, write_jsonl
 
     audit = _audit_path(args)
     _check_output_file("--audit", audit)
-    reference = None
-    if args.reference:  # checked before any model loads
-        from ..eval.protocols.clear import reference_truth_ratios
-
-        reference = read_json_file("--reference", args.reference)
-        try:
-            reference_truth_ratios(reference)
-        except ValueError as exc:
-            raise ValueError(f"--reference {args.reference}: {exc}") from None
-    if protocol == "mllmu":
-        data = load_mllmu_benchmark(args.root, *_mllmu_splits(args), limit=args.limit)
-        options = {"seed": args.seed, "shots": args.shots}
-    else:
-        data = load_clear_benchmark(args.root, args.forget_split, args.retain_split,
-                                    **({"rows": args.limit} if args.limit else {}))
-        options = {"seed": args.seed, "reference": reference, "generation_image": args.generation_image}
+    task = _task(args)
+    options = task.protocol_kwargs(args, protocol)  # checked before any model loads
+    data = task.benchmark(args, protocol)
     device, dtype = _placement(args, "eval")
     model, tokenizer = load_model(args.model, args, dtype, device=device)
     tokenizer = _tokenizer_for(args, tokenizer)
     out = evaluate(model, tokenizer, data, protocol=protocol, **options)
     print(json.dumps(out["results"], indent=1, ensure_ascii=False))
-    settings = dict(out["settings"], data_source=data.source, audit=str(audit) if audit else None)
+    settings = dict(out["settings"], data_source=getattr(data, "source", None), audit=str(audit) if audit else None)
     if audit:
         write_jsonl(audit, out["records"])
         print(f"wrote {audit} ({len(out['records'])} questions)")
@@ -155,12 +130,7 @@ def run_eval(args) -> int:
     protocol = _protocol(args)
     if protocol != "likelihood":
         return _run_benchmark_protocol(args, protocol)
-    sets = _eval_sets(args)
-    free = None
-    if args.data == "mllmu" and args.max_new_tokens > 0:
-        from ..eval import mllmu_free_form_sets
-
-        free = mllmu_free_form_sets(args.root, *_mllmu_splits(args), limit=args.limit)
+    sets, free = _task(args).eval_sets(args), _task(args).free_form_sets(args)
     device, dtype = _placement(args, "eval")
     model, tokenizer = load_model(args.model, args, dtype, device=device)
     tokenizer = _tokenizer_for(args, tokenizer)
@@ -202,9 +172,9 @@ def run_relearn(args) -> int:
         split = f"attributes:{args.attributes}" if args.split == "attributes" else f"fraction:{args.fraction}"
         grid = AttackGrid(splits=(split,), lrs=(args.lr,), steps=(args.steps,), modes=modes, seeds=seeds,
                           batch_size=args.attack_batch_size)  # every option is checked before any model loads
-    sets = _eval_sets(args)
+    sets = _task(args).eval_sets(args)
     forget = sets["forget_vqa"] + sets.get("forget_vqa_unseen", [])
-    before_spec = args.before or ("toy:vanilla" if args.data == "toy" else None)
+    before_spec = args.before or _task(args).model_before(args)
     if before_spec is None:
         raise ValueError("--before MODEL (the model before unlearning) is needed to compute the recovery")
     device, dtype = _placement(args, "relearn")
@@ -230,9 +200,9 @@ def run_relearn(args) -> int:
 def run_demo_cmd(args) -> int:
     import time
 
-    from ..data import load_toy_models
     from ..demo import DemoConfig, run_demo, summary
     from ..eval.relearn import AttackGrid
+    from ..tasks.toy import toy_models
 
     t0 = time.perf_counter()
     _quiet_transformers()
@@ -242,7 +212,7 @@ def run_demo_cmd(args) -> int:
     device, _ = _placement(args, "demo")
     config = DemoConfig(methods=methods, attack=attack, device=str(device),
                         **({"worst_grid": None} if args.no_grid else {}))
-    models = load_toy_models(_toy_world(args), _toy_model(args), rebuild=args.rebuild, progress=True)
+    models = toy_models(args, rebuild=args.rebuild)
     report = run_demo(models, config, output_dir=args.output_dir, progress=True, environment=doctor_report())
     print(summary(report))
     print(f"wrote {args.output_dir}/report.json, report.md, report.png in {time.perf_counter() - t0:.0f} s "

@@ -12,15 +12,16 @@ from .doctor import _print_report, doctor_report
 from .options import load_plugins, options_help
 
 
-def _world_args(p) -> None:
-    p.add_argument("--world-seed", type=int, default=0, help="toy world: seed (default 0)")
-    p.add_argument("--identities", type=int, default=24, help="toy world: number of people (default 24)")
-    p.add_argument("--forget-fraction", type=float, default=0.1,
-                   help="toy world: share of the people forgotten (default 0.1, at least 2)")
-    p.add_argument("--build-max-steps", type=int, default=600,
-                   help="toy models: the training schedule's length for up to 24 people (default 600; longer for "
-                        "more people; a model below its bar at the end goes on up to twice as long)")
-    p.add_argument("--build-lr", type=float, default=2e-3, help="toy models: peak learning rate (default 2e-3)")
+def _tasks():
+    from ..tasks import available_tasks, get_task
+
+    return [get_task(name) for name in available_tasks()]
+
+
+def _task_args(p, command: str) -> None:
+    """Every registered task's own options for ``command`` (e.g. the toy world's --world-seed)."""
+    for task in _tasks():
+        task.add_arguments(p, command)
 
 
 def _device_args(p, what: str) -> None:
@@ -37,46 +38,41 @@ def _dtype_args(p) -> None:
                         "--full-model give the same weights")
 
 
-def _eval_args(p, protocols: bool = False) -> None:
-    data = ("toy", "mllmu", "clear") if protocols else ("toy", "mllmu")
-    p.add_argument("--data", choices=data, default="toy", help="benchmark (default: the toy world)")
-    p.add_argument("--root", help="--data mllmu: the local MLLMU-Bench folder (forget_5/, retain_95/, Test_Set/, "
-                                  "Full_Set/, Retain_Set/)" + ("; --data clear: the local CLEAR folder (one folder "
-                                                               "per configuration)" if protocols else ""))
-    p.add_argument("--forget-split", help="forget split folder (default: forget_5 for mllmu"
-                                          + (", forget10_perturbed for clear)" if protocols else ")"))
-    p.add_argument("--retain-split", help="retain split folder (default: retain_95 for mllmu"
-                                          + (", retain_perturbed for clear)" if protocols else ")"))
-    p.add_argument("--limit", type=int, help="--data mllmu: rows per file (quick runs)"
-                                             + ("; --data clear: rows per configuration (default 300, as CLEAR)"
-                                                if protocols else ""))
+def _eval_args(p, command: str, protocols: bool = False) -> None:
+    """The evaluation data options, from the task registry (``protocols``: also the benchmark
+    protocols' options)."""
+    from ..eval.protocols.registry import PROTOCOLS
+
+    tasks = [t for t in _tasks() if protocols or "likelihood" in t.protocols]
+    p.add_argument("--data", choices=[t.name for t in tasks], default=tasks[0].name,
+                   help="benchmark task: " + ", ".join(f"{t.name} ({t.title})" for t in tasks)
+                        + f" (default {tasks[0].name})")
+    p.add_argument("--root", help="; ".join(f"--data {t.name}: {t.root_help}" for t in tasks if t.root_help))
+    for side, i in (("forget", 0), ("retain", 1)):
+        defaults = [f"{t.default_splits[i]} for {t.name}" for t in tasks if t.default_splits[i]]
+        p.add_argument(f"--{side}-split", help=f"{side} split folder (default: {', '.join(defaults)})")
+    p.add_argument("--limit", type=int,
+                   help="; ".join(f"--data {t.name}: {t.limit_help}" for t in tasks if t.limit_help))
     if protocols:
-        p.add_argument("--protocol", choices=("likelihood", "mllmu", "clear"),
-                       help="scoring protocol (docs/method.md §4.3): likelihood = option log-likelihood (default; "
-                            "the toy world's only one); mllmu = MLLMU-Bench's eval.py (generated letter, fill-in-the-"
-                            "blank, ROUGE/BLEU; --data mllmu); clear = CLEAR's (probabilities, truth ratio, ROUGE-L "
-                            "recall, forget quality; --data clear, its default)")
+        names = list(dict.fromkeys(name for t in tasks for name in t.protocols))
+        where = {name: ", ".join(f"--data {t.name}" for t in tasks if name in t.protocols) for name in names}
+        described = [f"{name} = " + ("option log-likelihood" if name == "likelihood" else PROTOCOLS.get(name).summary)
+                     + f" ({where[name]})" for name in names]
+        p.add_argument("--protocol", choices=names,
+                       help="scoring protocol (docs/method.md §4.3; default: the task's first): "
+                            + "; ".join(described))
         p.add_argument("--seed", type=int, default=0,
-                       help="--protocol mllmu/clear: the seed of every random draw (demonstration people, test poses, "
+                       help="benchmark protocols: the seed of every random draw (demonstration people, test poses, "
                             "caption questions); recorded in the output")
-        p.add_argument("--shots", type=int, choices=(0, 1, 2),
-                       help="--protocol mllmu: demonstration people for classification and fill-in-the-blank "
-                            "(default: the original's 1 and 2)")
-        p.add_argument("--audit", help="--protocol mllmu/clear: the per-question JSON-lines file (default: beside "
+        p.add_argument("--audit", help="benchmark protocols: the per-question JSON-lines file (default: beside "
                                        "--output, <output stem>.questions.jsonl)")
-        p.add_argument("--reference", help="--protocol clear: a gold model's CLEAR result (--output of this command) "
-                                           "for the forget-quality KS test")
-        p.add_argument("--generation-image", action="store_true",
-                       help="--protocol clear: show the image to the ROUGE generation (CLEAR's own code does not; "
-                            "a deviation, recorded in the output)")
-    p.add_argument("--tokenizer", help="tokenizer directory (default: the model directory's, or the toy world's)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the model directory's, or the task's)")
     p.add_argument("--batch-size", type=int, default=64, help="prompts per evaluation forward")
     p.add_argument("--max-new-tokens", type=int, default=32,
-                   help="--data mllmu, likelihood protocol: generation length of free-form answers (ROUGE-L) and "
-                        "cloze fills; 0 = skip them (the benchmark protocols use their own lengths: 50 mllmu, 300 "
-                        "clear)")
+                   help="likelihood protocol, tasks with free-form sets (MLLMU-Bench): generation length of free-form "
+                        "answers (ROUGE-L) and cloze fills; 0 = skip them (benchmark protocols use their own lengths)")
     p.add_argument("--output", help="write the results as JSON (with the environment) to this file")
-    _world_args(p)
+    _task_args(p, command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,21 +96,22 @@ def main(argv: list[str] | None = None) -> int:
                     "RETAIN (docs/method.md). Only the vision encoder / projector change; the run folder gets "
                     "run.json, the teacher cache, checkpoints, result.json and the export.",
         epilog=options_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p_un.add_argument("model", help="local model directory (save_pretrained layout), or toy:vanilla; nothing is "
+    models = ", ".join(t.model_spec_help for t in _tasks() if t.model_spec_help)
+    p_un.add_argument("model", help=f"local model directory (save_pretrained layout), or {models}; nothing is "
                                     "downloaded")
+    specs = [t.train_spec_help for t in _tasks() if t.train_spec_help]
     data_help = ("a folder of images with one subfolder per person (FOLDER/<person>/<image>), a flat folder of "
                  "images (no person; see --person-per-image), a .jsonl of "
                  "{image: path, identity, question, answer} rows (image paths relative to the file; identity names "
-                 "the person pictured), toy:forget / toy:retain, mllmu:PATH (MLLMU-Bench rows with metadata) or "
-                 "clear:PATH")
+                 "the person pictured), or a task's data: " + "; ".join(specs))
     p_un.add_argument("--forget", required=True, help=f"forget data: {data_help}")
     p_un.add_argument("--retain", required=True, help=f"retain data: {data_help}")
     p_un.add_argument("--person-per-image", action="store_true",
                       help="count every image without a person (identity / name / id) as a person of its own; "
                            "methods that group images by person (VKD's default retain_person target) refuse such "
                            "data otherwise")
-    p_un.add_argument("--tokenizer", help="tokenizer directory (default: the model directory's, or the toy world's)")
-    _world_args(p_un)
+    p_un.add_argument("--tokenizer", help="tokenizer directory (default: the model directory's, or the task's)")
+    _task_args(p_un, "unlearn")
     p_un.add_argument("--output-dir", required=True, help="run folder (new, or the same run with --resume)")
     p_un.add_argument("--config", help="YAML file of options (see below)")
     p_un.add_argument("--method", default="vkd", choices=available_methods(),
@@ -154,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "image / text-only sets of the toy world or a local MLLMU-Bench copy, and the "
                                       "answer-collapse share on forget images; or a benchmark's own protocol "
                                       "(--protocol mllmu / clear) with its JSON and a per-question audit file.")
-    p_ev.add_argument("model", help="toy:vanilla, toy:gold or a local model directory")
-    _eval_args(p_ev, protocols=True)
+    p_ev.add_argument("model", help=f"a local model directory, or {models}")
+    _eval_args(p_ev, "eval", protocols=True)
     _device_args(p_ev, "evaluation")
     _dtype_args(p_ev)
     p_rl = sub.add_parser("relearn", help="relearning attack on an unlearned model (llm and visual modes)",
@@ -163,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                                       "(some attributes, or a fraction of the pairs), then measure forget VQA on the "
                                       "rest; recovery = (after relearn - after unlearn) / (before - after unlearn).")
     p_rl.add_argument("model", help="the unlearned model: a local model directory (or toy:gold)")
-    p_rl.add_argument("--before", help="the model before unlearning (default for --data toy: toy:vanilla)")
+    p_rl.add_argument("--before", help="the model before unlearning (default: the task's, e.g. toy:vanilla for --data "
+                                       "toy)")
     p_rl.add_argument("--modes", default="llm,visual", help="attack modes, comma-separated: llm, visual")
     p_rl.add_argument("--split", default="attributes", choices=("attributes", "fraction"))
     p_rl.add_argument("--attributes", default="job,city", help="split=attributes: what the attacker trains on")
@@ -179,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="the attack grid: splits job,city -> hobby,pet, the reverse, and half of the (person, "
                            "attribute) pairs; lr 1e-4 and 1e-3; 40 and 200 steps; each cell and the worst case per "
                            "mode (with --seeds; the single-attack options are ignored)")
-    _eval_args(p_rl)
+    _eval_args(p_rl, "relearn")
     _device_args(p_rl, "the attack and its evaluation")
     _dtype_args(p_rl)
     p_dm = sub.add_parser("demo", help="the toy-world demo: vanilla and gold, VKD and every baseline, all metrics, "
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     p_dm.add_argument("--rebuild", action="store_true", help="retrain the vanilla and gold models")
     p_dm.add_argument("--strict", action="store_true", help="exit 1 when a VKD check fails")
     _device_args(p_dm, "unlearning, evaluation and the attacks (not the toy models' build, always on the CPU)")
-    _world_args(p_dm)
+    _task_args(p_dm, "demo")
     args, rest = parser.parse_known_args(argv)
     if args.command == "unlearn":
         # option overrides (key=value) may stand anywhere after the subcommand; they win over --config

@@ -1,6 +1,5 @@
-"""What the command line's arguments name: data specs (folders, ``.jsonl`` files, ``toy:`` /
-``mllmu:`` / ``clear:`` specs), models (a local directory or ``toy:vanilla`` / ``toy:gold``) and
-tokenizers."""
+"""What the command line's arguments name: data specs (folders, ``.jsonl`` files, a task's
+``<task>:...`` specs), models (a local directory or a task's, e.g. ``toy:vanilla``) and tokenizers."""
 
 from __future__ import annotations
 
@@ -16,11 +15,12 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _toy_world(args):
-    from ..data import ToyWorld, ToyWorldConfig
+def _task_spec(spec: str):
+    """(task, rest) for a ``<task>:<rest>`` spec naming a registered task, else None."""
+    from ..tasks import TASKS, get_task
 
-    return ToyWorld(ToyWorldConfig(seed=getattr(args, "world_seed", 0), n_identities=getattr(args, "identities", 24),
-                                   forget_fraction=getattr(args, "forget_fraction", 0.1)))
+    name, sep, rest = spec.partition(":")
+    return (get_task(name), rest) if sep and name in TASKS else None
 
 
 def _open_image(where: str, path):
@@ -31,13 +31,6 @@ def _open_image(where: str, path):
             return img.convert("RGB")
     except (OSError, ValueError) as exc:  # missing, unreadable, not an image, truncated
         raise ValueError(f"dataset {where}: cannot read the image {path} ({exc})") from None
-
-
-def _toy_model(args):
-    """The toy models' build options from the command line (the defaults without it)."""
-    from ..data import ToyModelConfig
-
-    return ToyModelConfig(max_steps=getattr(args, "build_max_steps", 600), lr=getattr(args, "build_lr", 2e-3))
 
 
 def _image_files(folder) -> list:
@@ -99,17 +92,10 @@ def _read_items(spec: str, args, per_image_wanted: bool) -> list[dict]:
 
     from ..utils.items import person_key
 
-    if spec in ("toy:forget", "toy:retain"):
-        world = _toy_world(args)
-        return world.unlearn_items(world.forget_ids if spec == "toy:forget" else world.retain_ids)
-    if spec.startswith("mllmu:"):
-        from ..data import load_mllmu_train
-
-        return load_mllmu_train(spec[len("mllmu:"):])
-    if spec.startswith("clear:"):
-        from ..data import load_clear_train
-
-        return load_clear_train(spec[len("clear:"):])
+    found = _task_spec(spec)
+    if found is not None:
+        task, rest = found
+        return task.train_items(rest, args)
     path = Path(spec)
     if path.is_dir():
         return _folder_items(spec, path)
@@ -135,9 +121,11 @@ def _read_items(spec: str, args, per_image_wanted: bool) -> list[dict]:
                 item["identity"] = str(path.parent / row["image"])  # the image's own person
             items.append(item)
         return items
-    raise ValueError(f"dataset {spec!r} must be toy:forget, toy:retain, mllmu:PATH, clear:PATH, a folder of images "
-                     "(FOLDER/<person>/<image>, or flat) or a .jsonl file of {\"image\": path, \"identity\": person, "
-                     "...} rows")
+    from ..tasks import available_tasks, get_task
+
+    tasks = ", ".join(h for h in (get_task(n).train_spec_help for n in available_tasks()) if h)
+    raise ValueError(f"dataset {spec!r} must be a folder of images (FOLDER/<person>/<image>, or flat), a .jsonl file "
+                     f"of {{\"image\": path, \"identity\": person, ...}} rows, or a task's data: {tasks}")
 
 
 def load_model(spec: str, args=None, dtype=None, device=None):
@@ -146,16 +134,17 @@ def load_model(spec: str, args=None, dtype=None, device=None):
     model's weights -- a torch dtype, None (the checkpoint's own) or ``"16bit"`` (the checkpoint's when
     it is 16-bit, else bfloat16: the accelerator default)."""
     _quiet_transformers()
-    if spec in ("toy:vanilla", "toy:gold"):
-        from ..data import load_toy_models
-
-        models = load_toy_models(_toy_world(args), _toy_model(args), progress=True)
-        model = models.vanilla if spec == "toy:vanilla" else models.gold
-        return (model.to(device) if device is not None else model), models.tokenizer
+    found = _task_spec(spec)
+    if found is not None:
+        task, rest = found
+        return task.load_model(rest, args, device)
     from pathlib import Path
 
     if not Path(spec).is_dir():
-        raise ValueError(f"model {spec!r} must be toy:vanilla, toy:gold or a local model directory")
+        from ..tasks import available_tasks, get_task
+
+        models = "".join(f", {h}" for h in (get_task(n).model_spec_help for n in available_tasks()) if h)
+        raise ValueError(f"model {spec!r} must be a local model directory{models}")
     import torch
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -204,15 +193,19 @@ def load_visual(spec: str, dtype=None):
 
 
 def _tokenizer_for(args, tokenizer):
-    """--tokenizer DIR wins; else the model directory's; else the toy world's for toy data."""
+    """--tokenizer DIR wins; else the model directory's; else the task's (--data, or the task named by
+    the --forget spec)."""
     if getattr(args, "tokenizer", None):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(args.tokenizer, local_files_only=True)
     if tokenizer is not None:
         return tokenizer
-    if getattr(args, "data", None) == "toy" or str(getattr(args, "forget", "")).startswith("toy:"):
-        from ..data import load_toy_models
+    from ..tasks import TASKS, get_task
 
-        return load_toy_models(_toy_world(args), _toy_model(args), progress=True).tokenizer
+    found = _task_spec(str(getattr(args, "forget", "")))
+    task = found[0] if found else get_task(args.data) if getattr(args, "data", None) in TASKS else None
+    default = task.tokenizer(args) if task is not None else None
+    if default is not None:
+        return default
     raise ValueError("no tokenizer: the model directory has none; pass --tokenizer DIR")

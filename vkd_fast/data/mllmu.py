@@ -53,8 +53,11 @@ from ._files import (
     row_id,
 )
 
-__all__ = ["MLLMU_SPLITS", "DataFormatError", "load_mllmu_eval", "load_mllmu_train", "mllmu_split_path"]
+__all__ = ["DEFAULT_SPLITS", "MLLMU_SPLITS", "DataFormatError", "load_mllmu_eval", "load_mllmu_train",
+           "mllmu_split_path"]
 
+#: (forget split, retain split) every reader uses unless told otherwise: the paper's forget-5% setting
+DEFAULT_SPLITS = ("forget_5", "retain_95")
 MLLMU_SPLITS = ("forget_5", "forget_10", "forget_15", "retain_95", "retain_90", "retain_85", "Test_Set",
                 "Retain_Set", "Full_Set", "ft_Data")
 _TASK_COLUMNS = ("Classification_Task", "Generation_Task", "Mask_Task")

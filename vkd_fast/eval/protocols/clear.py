@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .prompt import IMAGE_SLOT, Prompt, Turn
+from .registry import BenchmarkProtocol, register_protocol
 
 TEMPLATE_REVISION = "CLEAR mm/eval.py + mm/calculate_metrics.py @ bb14c96 (2025-08-06)"
 CAPTION_QUESTIONS = (
@@ -297,3 +298,20 @@ class ClearScorer:
         rows = [(f"CLEAR answer {answer!r}", self.renderer.encode(prompt, answer=answer)[0]) for answer in answers]
         scores = answer_mean_logprobs(self.model, self.adapter, prompt_ids, rows, image_inputs, pad_id(self.tokenizer))
         return [-s for s in scores]
+
+
+class ClearProtocol(BenchmarkProtocol):
+    """CLEAR's: probabilities, truth ratios, ROUGE-L recall, forget quality (300 new tokens by default)."""
+
+    summary = "CLEAR's (probabilities, truth ratio, ROUGE-L recall, forget quality)"
+    data_type = ClearBenchmark
+    loader = "vkd_fast.eval.load_clear_benchmark(root)"
+    options = ("seed", "reference", "generation_image", "max_new_tokens")
+
+    @classmethod
+    def run(cls, model, tokenizer, data, adapter, generator, style, options: dict) -> dict:
+        return evaluate_clear(generator, ClearScorer(model, adapter, tokenizer, style), data,
+                              describe=generator.text, **options)
+
+
+register_protocol("clear", ClearProtocol)

@@ -28,6 +28,7 @@ import random
 from dataclasses import dataclass, field
 
 from .prompt import IMAGE_SLOT, Prompt, Turn
+from .registry import BenchmarkProtocol, register_protocol
 
 #: the original's revision whose logic this reproduces (written into every result)
 TEMPLATE_REVISION = "MLLMU-Bench eval.py @ 0e3098e (2025-03-12)"
@@ -140,14 +141,17 @@ class MllmuBenchmark:
         return [p for _, p in sorted(found, key=lambda rp: rp[0])]
 
 
-def load_mllmu_benchmark(root, forget_split: str = "forget_5", retain_split: str = "retain_95",
+def load_mllmu_benchmark(root, forget_split: str | None = None, retain_split: str | None = None,
                          limit: int | None = None) -> MllmuBenchmark:
     """Read a local MLLMU-Bench copy for :func:`evaluate_mllmu`. ``limit``: rows per file of the
     forget, retain and celebrity splits (quick runs); ``Test_Set`` is read for the forget people
     only, ``Full_Set`` for the demonstration people only, neither limited. ``Test_Set``,
     ``Retain_Set`` and ``Full_Set`` may be absent (their results are then left out; demonstrations
-    need ``Full_Set``)."""
+    need ``Full_Set``). Splits: None = ``vkd_fast.data.mllmu.DEFAULT_SPLITS`` (forget_5, retain_95)."""
     from ...data import load_mllmu_eval, mllmu_split_path
+    from ...data.mllmu import DEFAULT_SPLITS
+
+    forget_split, retain_split = forget_split or DEFAULT_SPLITS[0], retain_split or DEFAULT_SPLITS[1]
 
     def read(split, **kwargs):
         path = mllmu_split_path(root, split)
@@ -411,3 +415,20 @@ def evaluate_mllmu(generate, bench: MllmuBenchmark, *, seed: int = 0, shots: int
     settings = {"protocol": "mllmu", "template_revision": TEMPLATE_REVISION, "seed": seed,
                 "shots": counts, "max_new_tokens": MAX_NEW_TOKENS, "sets": details}
     return {"results": results, "records": records, "settings": settings}
+
+
+class MllmuProtocol(BenchmarkProtocol):
+    """MLLMU-Bench's ``eval.py``: generated letters, fill-in-the-blank, ROUGE / BLEU (50 new tokens)."""
+
+    summary = "MLLMU-Bench's eval.py (generated letter, fill-in-the-blank, ROUGE/BLEU)"
+    data_type = MllmuBenchmark
+    loader = "vkd_fast.eval.load_mllmu_benchmark(root)"
+    options = ("seed", "shots", "tasks")
+    fixed_length = True  # MLLMU-Bench's own length (50) is part of its protocol
+
+    @classmethod
+    def run(cls, model, tokenizer, data, adapter, generator, style, options: dict) -> dict:
+        return evaluate_mllmu(generator, data, describe=generator.text, **options)
+
+
+register_protocol("mllmu", MllmuProtocol)

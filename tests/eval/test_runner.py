@@ -1,4 +1,4 @@
-"""The evaluation protocol (vkd_fast.eval.protocol): evaluation sets and the answer-collapse share."""
+"""The evaluation runner (vkd_fast.eval.runner) and the tasks' evaluation sets: MLLMU-Bench's sets and the answer-collapse share."""
 
 from __future__ import annotations
 
