@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checkpoint import save_delta
+from .run_folder import save_delta
 
 
 @dataclass

@@ -30,12 +30,12 @@ from ..methods.saliency import apply_mask
 from ..utils.devices import describe_device, resolve_device
 from ..utils.files import check_output_file
 from ..utils.memory import available_bytes
-from .checkpoint import latest_checkpoint, latest_good_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
 from .config import UnlearnConfig
 from .distributed import barrier, world, wrap_student
 from .fingerprint import run_fingerprint
 from .plan import batch_plan, cosine_schedule, step_generator
 from .result import UnlearnResult
+from .run_folder import latest_checkpoint, latest_good_checkpoint, load_checkpoint, prepare_run_dir, save_checkpoint
 
 
 def _floats(tensors: list[torch.Tensor]) -> list[float]:
