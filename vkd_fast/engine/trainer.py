@@ -289,8 +289,8 @@ def unlearn(model: torch.nn.Module, forget, retain, method="vkd", config: Unlear
             log.close()
         for h in mask_hooks:
             h.remove()
-        cache_stats = method.close()
+        method_stats = method.close()
     model.requires_grad_(False)
     return UnlearnResult(model=model, method=method.name, config=config.to_dict(), options=method.options_dict(),
                          trainable=summary, history=history.done, wall_seconds=time.perf_counter() - t_start,
-                         teacher_cache=cache_stats, start_step=start)
+                         method_stats=method_stats, start_step=start)
