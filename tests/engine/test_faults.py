@@ -18,7 +18,7 @@ from _items import FORGET, RETAIN
 
 import vkd_fast as vf
 from vkd_fast.engine import NonFiniteLossError
-from vkd_fast.engine.checkpoint import CheckpointDamaged, latest_checkpoint, verify_checkpoint
+from vkd_fast.engine.run_folder import CheckpointDamaged, latest_checkpoint, verify_checkpoint
 
 CFG = dict(steps=4, batch_size=2, lr=3e-3, save_every=1)
 PACKAGE = Path(vf.__file__).parent

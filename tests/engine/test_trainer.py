@@ -164,3 +164,56 @@ def test_frozen_parts_in_bf16_train_in_fp32(capsys):
     kept = T.tiny_llava().to(torch.bfloat16)
     vf.unlearn(kept, forget, retain, config=vf.UnlearnConfig(**{**CFG, "steps": 1}, trained_dtype=None))
     assert {p.dtype for p in kept.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("method", ["vkd", "mmunlearner"])
+def test_phases_driven_by_hand_give_unlearns_result(method, tmp_path):
+    """prepare / build / train / finish one by one: the same weights, history and statistics as unlearn()
+    (mmunlearner: saliency masks in build), with the run's parts readable between the phases."""
+    from vkd_fast.engine import Trainer
+
+    qa_method = method != "vkd"
+    forget, retain = (qa(FORGET, "baker"), qa(RETAIN, "pilot")) if qa_method else (FORGET, RETAIN)
+    kw = {"tokenizer": T.tiny_tokenizer(), "options": {"mask_ratio": 0.5, "mask_batches": 2}} if qa_method else {}
+    cfg = vf.UnlearnConfig(**{**CFG, "steps": 6}, grad_accum=3, save_every=2)
+    whole = vf.unlearn(T.tiny_llava(), forget, retain, method=method,
+                       config=vf.UnlearnConfig(**{**cfg.to_dict(), "output_dir": str(tmp_path / "a")}), **kw)
+    trainer = Trainer(T.tiny_llava(), forget, retain, method,
+                      vf.UnlearnConfig(**{**cfg.to_dict(), "output_dir": str(tmp_path / "b")}), **kw)
+    trainer.prepare()
+    assert trainer.method.name == method and trainer.run_dir == tmp_path / "b" and trainer.world_size == 1
+    trainer.build()
+    assert len(trainer.plan) == 6 * 3 and trainer.start_step == 0
+    assert {n for n, _ in trainer.named} == set(trainer.trainable["names"])
+    trainer.train()
+    assert [r["step"] for r in trainer.history.done] == list(range(1, 7))
+    result = trainer.finish()
+    assert [n for n, _ in whole.model.named_parameters()] == [n for n, _ in result.model.named_parameters()]
+    assert all(torch.equal(p, q) for p, q in zip(whole.model.parameters(), result.model.parameters()))
+    timing = ("step_seconds", "tokens_per_s", "peak_rss_bytes")
+    assert ([{k: v for k, v in r.items() if k not in timing} for r in whole.history]
+            == [{k: v for k, v in r.items() if k not in timing} for r in result.history])
+    assert whole.trainable == result.trainable and whole.method_stats.keys() == result.method_stats.keys()
+    assert not any(p.requires_grad for p in result.model.parameters())
+    if method == "vkd":  # the method reports its own statistics (VKD: its teacher cache)
+        assert result.method_stats["entries"] == len(FORGET) + len(RETAIN)
+
+
+def test_phases_run_once_and_in_order():
+    from vkd_fast.engine import Trainer
+
+    trainer = Trainer(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**{**CFG, "steps": 1}))
+    with pytest.raises(RuntimeError, match=r"Trainer.build\(\) needs prepare\(\) first"):
+        trainer.build()
+    trainer.prepare()
+    with pytest.raises(RuntimeError, match=r"Trainer.prepare\(\) ran already"):
+        trainer.prepare()
+    with pytest.raises(RuntimeError, match=r"Trainer.train\(\) needs build\(\) first"):
+        trainer.train()
+    with pytest.raises(RuntimeError, match=r"Trainer.finish\(\) needs build\(\) first"):
+        trainer.finish()
+    trainer.build()
+    trainer.train()
+    assert len(trainer.finish().history) == 1
+    with pytest.raises(RuntimeError, match=r"Trainer.finish\(\) ran already"):
+        trainer.finish()

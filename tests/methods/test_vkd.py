@@ -38,7 +38,7 @@ def test_vkd_lowers_its_objective_and_leaves_text_exactly_alone(build):
         if n in llm:
             assert torch.equal(p, llm[n]), n
     assert not any(p.requires_grad for p in model.parameters())
-    assert result.trainable["trainable"] > 0 and result.teacher_cache["entries"] == len(FORGET) + len(RETAIN)
+    assert result.trainable["trainable"] > 0 and result.method_stats["entries"] == len(FORGET) + len(RETAIN)
 
 
 def test_cached_teacher_gives_the_live_teacher_loss_curve():

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.loop import train_steps
 from ..utils.options import check_types
 from ..utils.text import pad_right
 from ..utils.validate import check_positive_int
@@ -218,23 +219,22 @@ def train_on_world(model, tokenizer, world: ToyWorld, image_ids: list[int], text
         return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / schedule))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+
+    def batch_loss() -> torch.Tensor:  # a random batch of image questions plus one of text questions
+        ri = torch.randint(len(img), (config.image_batch,), generator=gen)
+        rt = torch.randint(len(txt), (config.text_batch,), generator=gen)
+        return torch.nn.functional.cross_entropy(img.logits(model, pixels, ri), img.answer[ri]) \
+            + torch.nn.functional.cross_entropy(txt.logits(model, pixels, rt), txt.answer[rt])
+
     model.train()
     start, step, acc = time.perf_counter(), 0, {}
     bar = _bar(schedule, f"training {label}") if progress else None
+    tick = None if bar is None else (lambda: bar.update(1))
     limit = schedule  # raised to the ceiling when the schedule ends below the bar (the rescue phase)
     while step < limit:
-        for _ in range(min(config.check_every, limit - step)):
-            ri = torch.randint(len(img), (config.image_batch,), generator=gen)
-            rt = torch.randint(len(txt), (config.text_batch,), generator=gen)
-            loss = torch.nn.functional.cross_entropy(img.logits(model, pixels, ri), img.answer[ri]) \
-                + torch.nn.functional.cross_entropy(txt.logits(model, pixels, rt), txt.answer[rt])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            if bar is not None:
-                bar.update(1)
+        n = min(config.check_every, limit - step)
+        loss = train_steps(batch_loss, opt, n, scheduler=sched, after_step=tick)
+        step += n
         model.eval()
         acc = {"image": _accuracy(model, pixels, img, img_opts), "text": _accuracy(model, pixels, txt, txt_opts)}
         model.train()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .checkpoint import save_delta
+from .run_folder import save_delta
 
 
 @dataclass
@@ -18,7 +18,7 @@ class UnlearnResult:
     trainable: dict
     history: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
-    teacher_cache: dict = field(default_factory=dict)  # the method's close() statistics (VKD: its teacher cache)
+    method_stats: dict = field(default_factory=dict)  # what the method reported when it closed (its own statistics)
     start_step: int = 0
 
     def save_delta(self, path) -> None:

@@ -26,6 +26,7 @@ import torch
 
 from ..adapters import get_adapter
 from ..utils.items import person_of, require_persons
+from ..utils.loop import train_steps
 from ..utils.options import check_types
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
 from ..utils.validate import check_positive_int
@@ -114,15 +115,15 @@ def relearn(model, tokenizer, attack_items: list[dict], mode: str, config: Relea
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(config.seed)
     device = next(attacked.parameters()).device
-    attacked.train()
-    for _ in range(config.steps):
+
+    def batch_loss() -> torch.Tensor:  # answer cross-entropy of a random batch of attack questions
         rows = torch.randint(len(examples), (config.batch_size,), generator=gen).tolist()
         inputs, labels = collate_qa(adapter, [examples[r] for r in rows], pad)
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        loss = answer_ce(*answer_logprobs(attacked(**inputs).logits, labels.to(device)))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        return answer_ce(*answer_logprobs(attacked(**inputs).logits, labels.to(device)))
+
+    attacked.train()
+    train_steps(batch_loss, opt, config.steps)
     attacked.eval()
     attacked.requires_grad_(False)
     return attacked

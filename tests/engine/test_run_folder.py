@@ -1,4 +1,4 @@
-"""Run folders, checkpoints, exact resume and exports (vkd_fast.engine.checkpoint)."""
+"""Run folders, checkpoints, exact resume and exports (vkd_fast.engine.run_folder)."""
 
 from __future__ import annotations
 

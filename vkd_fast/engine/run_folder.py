@@ -1,4 +1,6 @@
-"""Run folders, checkpoints and exports: safetensors and JSON only (nothing is pickled).
+"""A training run's folder: its record, checkpoints and exact resume, and trained-tensor deltas;
+safetensors and JSON only (nothing is pickled). Model checkpoint *files* (a model's safetensors
+shards, visual-only loading, export) are another matter: :mod:`vkd_fast.checkpoints`.
 
 A run folder holds ``run.json`` (the options that determine the trajectory and the fingerprints of
 the starting model and the data), what the method keeps of its set-up (VKD: ``teacher.vkdc``, the
