@@ -220,7 +220,7 @@ def _unlearn(args, run: Path, load: str) -> dict:
     return {"peak_rss": _status("VmHWM"), "rss_after_imports": base_rss, "seconds": seconds,
             "step_seconds": statistics.median(steps[1:] or steps), "first_step_seconds": steps[0],
             "trainable_params": result["trainable"].get("trainable"), "visual_only": result["visual_only"],
-            "teacher_cache_bytes": (result.get("teacher_cache") or {}).get("bytes")}
+            "teacher_cache_bytes": (result.get("method_stats") or {}).get("bytes")}
 
 
 def phase_train(args) -> dict:

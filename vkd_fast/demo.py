@@ -155,7 +155,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
                "seconds": m["seconds"] - eval_seconds[0],
                # weights + gradients + two AdamW moments (fp32) of the trained tensors, and the teacher
                # cache's data (KL: the retain log-probs): what the run adds, independent of the allocator
-               "state_mib": (16 * tensors + result.teacher_cache.get("bytes", 0)) / 2**20,
+               "state_mib": (16 * tensors + result.method_stats.get("bytes", 0)) / 2**20,
                "trainable": result.trainable.get("masked_trainable", result.trainable["trainable"]),
                "steps": len(result.history), "identity_probe": probe(model)}
         text_identical = bool(torch.equal(_text_logits(model, tok, text_probe), vanilla_text))

@@ -288,7 +288,7 @@ def run_unlearn(args) -> int:
         "start_step": result.start_step, "first": result.history[0] if result.history else None,
         "last": result.history[-1] if result.history else None, "wall_seconds": time.perf_counter() - t0,
         "trainable": {k: v for k, v in result.trainable.items() if k != "names"},
-        "teacher_cache": result.teacher_cache, "saved": args.save, "visual_only": visual_only,
+        "method_stats": result.method_stats, "saved": args.save, "visual_only": visual_only,
         "export": {k: v for k, v in exported.items() if k != "changed"} if exported else None,
     }
     from ..utils.files import atomic_write
@@ -308,7 +308,7 @@ def run_export(args) -> int:
 
     source = Path(args.delta)
     if source.is_dir():  # a run folder: its delta, else its latest checkpoint's trained tensors
-        from ..engine.checkpoint import latest_checkpoint
+        from ..engine import latest_checkpoint
 
         if (source / "delta.safetensors").is_file():
             source = source / "delta.safetensors"

@@ -29,7 +29,7 @@ import torch
 
 from ..utils.loop import train_steps
 from ..utils.options import check_types
-from ..utils.text import pad_right
+from ..utils.text import encode_prompt, pad_right
 from ..utils.validate import check_positive_int
 from .toy import ToyWorld, ToyWorldConfig
 
@@ -147,8 +147,7 @@ class _Encoded:
         rows, answers = [], []
         for it in items:
             n = adapter.num_image_tokens()[0] if it["image"] is not None else None
-            rows.append(tokenizer(adapter.prompt(tokenizer, it["question"], n_image_tokens=n),
-                                  add_special_tokens=False).input_ids)
+            rows.append(encode_prompt(adapter, tokenizer, it["question"], n))
             ans = tokenizer(" " + it["answer"], add_special_tokens=False).input_ids
             if len(ans) != 1:
                 raise RuntimeError(f"answer {it['answer']!r} is not one token for the toy tokenizer")

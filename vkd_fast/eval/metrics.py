@@ -16,7 +16,7 @@ from collections import Counter
 
 import torch
 
-from ..utils.text import answer_logprobs, pad_id, pad_right
+from ..utils.text import answer_logprobs, encode_prompt, pad_id, pad_right
 from ..utils.validate import check_positive_int
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
@@ -118,17 +118,15 @@ def option_scores(model, adapter, tokenizer, question: str, options: list[str], 
         raise ValueError("options must not be empty")
     image_inputs = adapter.preprocess([image]) if image is not None else None
     n = adapter.num_image_tokens(**image_inputs)[0] if image is not None else None
-    prompt_ids = tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n), add_special_tokens=False).input_ids
-    answers = [(f"option {option!r}", tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n, answer=option),
-                                                 add_special_tokens=False).input_ids) for option in options]
+    prompt_ids = encode_prompt(adapter, tokenizer, question, n)
+    answers = [(f"option {option!r}", encode_prompt(adapter, tokenizer, question, n, answer=option))
+               for option in options]
     return answer_mean_logprobs(model, adapter, prompt_ids, answers, image_inputs)
 
 
 def _option_ids(adapter, tokenizer, question: str, options: list[str], n_image_tokens) -> tuple[list, list]:
-    prompt = tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n_image_tokens),
-                       add_special_tokens=False).input_ids
-    full = [tokenizer(adapter.prompt(tokenizer, question, n_image_tokens=n_image_tokens, answer=o),
-                      add_special_tokens=False).input_ids for o in options]
+    prompt = encode_prompt(adapter, tokenizer, question, n_image_tokens)
+    full = [encode_prompt(adapter, tokenizer, question, n_image_tokens, answer=o) for o in options]
     return prompt, full
 
 
@@ -229,7 +227,7 @@ def generate_answers(model, adapter, tokenizer, items, max_new_tokens: int = 32)
         image = it.get("image")
         image_inputs = adapter.preprocess([image]) if image is not None else None
         n = adapter.num_image_tokens(**image_inputs)[0] if image is not None else None
-        ids = tokenizer(adapter.prompt(tokenizer, it["question"], n_image_tokens=n), add_special_tokens=False).input_ids
+        ids = encode_prompt(adapter, tokenizer, it["question"], n)
         new = generate_ids(model, adapter, ids, image_inputs, max_new_tokens, pad)
         answers.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     return answers

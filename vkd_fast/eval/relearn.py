@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..adapters import get_adapter
-from ..utils.items import person_of, require_persons
+from ..utils.items import person_of, question_kind, require_persons
 from ..utils.loop import train_steps
 from ..utils.options import check_types
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
@@ -70,7 +70,7 @@ def pair_key(item: dict) -> tuple:
     """The (person, attribute) pair an image question asks about: the person by
     :func:`vkd_fast.data.person_of` (``identity``, ``name`` or ``id``), and ``attribute`` or else the
     question text."""
-    return person_of(item), item.get("attribute", item["question"])
+    return person_of(item), question_kind(item)
 
 
 def split_attack(items: list[dict], config: RelearnConfig) -> tuple[list[dict], list[dict]]:

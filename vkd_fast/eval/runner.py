@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from ..adapters import get_adapter
+from ..utils.items import question_kind
 from .metrics import answer_collapse_share, cloze, free_form, multiple_choice
 
 #: metric name -> what it measures
@@ -31,7 +32,7 @@ def collapse_share(items: list[dict], predictions: list[str]) -> float:
     their size. 1/len(options) ~ a model answering uniformly; 1.0 ~ one answer for everything."""
     groups = defaultdict(list)
     for it, p in zip(items, predictions):
-        groups[it.get("attribute", it["question"])].append(p)
+        groups[question_kind(it)].append(p)
     total = sum(len(g) for g in groups.values())
     return sum(answer_collapse_share(g) * len(g) for g in groups.values()) / total
 

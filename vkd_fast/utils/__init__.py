@@ -5,7 +5,11 @@
   mappings (YAML, ``key=value``) with conversion by the field's type;
 * :mod:`.files` -- atomic file writes;
 * :mod:`.memory` -- wall time and peak memory of a block of code;
-* :mod:`.text` -- prompt + answer encoding, padding and answer log-probabilities.
+* :mod:`.text` -- prompt + answer encoding, padding and answer log-probabilities;
+* :mod:`.items` -- who an item pictures (its person) and the item's fields;
+* :mod:`.registry` -- the one registry shape (methods, forget targets, adapters, tasks, protocols);
+* :mod:`.loop` -- the plain training loop shared by the toy build and the relearning attack;
+* :mod:`.devices` -- device resolution ("auto" -> the accelerator when one is visible).
 """
 
 from .files import atomic_write

@@ -1,6 +1,8 @@
-"""Who an item pictures: the one definition of an item's person, used by every part of vkd_fast that
-groups images by person (VKD's ``retain_person`` target, the identity probe, the relearning attack's
-``split='fraction'``).
+"""The item, typed: :class:`Item` names every field an item may carry and what reads it; who an item
+pictures (:func:`person_of`) and what kind of question it asks (:func:`question_kind`) are defined
+here once, for every part of vkd_fast that groups items (VKD's ``retain_person`` target, the
+identity probe, the relearning attack's splits, the answer-collapse share, the simulated attack).
+Items stay plain dicts -- what users pass, what the loaders return -- and these are their accessors.
 
 An item is a dict with an ``"image"``; its person is the value of the first of :data:`PERSON_KEYS`
 it carries (not None): ``identity`` (the toy world, data specs), ``name`` (CLEAR) or ``id``
@@ -14,6 +16,38 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Hashable
+from typing import Any, TypedDict
+
+
+class Item(TypedDict, total=False):
+    """One item (a dict): only ``image`` is needed by VKD; the rest as the reader needs.
+
+    * ``image``: a PIL image (None / absent: a text-only question, evaluation only);
+    * ``question`` / ``answer``: the question about the image and its answer (output-level methods,
+      :func:`vkd_fast.utils.text.encode_prompt`, the evaluation's free-form sets);
+    * ``options``: multiple-choice options, a list or a ``{"A": text, ...}`` mapping, ``answer`` then
+      being the correct option's text or key (the likelihood protocol);
+    * ``identity`` / ``name`` / ``id``: the person pictured (:data:`PERSON_KEYS`, :func:`person_of`);
+    * ``attribute``: what the question asks about (the toy world: job, city, ...; :func:`question_kind`);
+    * ``quirks``: what a loader normalised in the row (MLLMU-Bench), for protocols that refuse such rows;
+    * other keys are kept and ignored.
+    """
+
+    image: Any
+    question: str
+    answer: str
+    options: list[str] | dict[str, str]
+    identity: Hashable
+    name: Hashable
+    id: Hashable
+    attribute: str
+    quirks: list[str]
+
+
+def question_kind(item: dict) -> Hashable:
+    """What an item's question asks: its ``attribute`` when it has one (the toy world), else the
+    question text itself (items of one kind share it)."""
+    return item.get("attribute", item["question"])
 
 #: the keys that name an item's person, first present (not None) wins: ``identity`` (the toy world,
 #: folders with one subfolder per person, ``.jsonl`` specs), ``name`` (CLEAR), ``id`` (MLLMU-Bench)

@@ -1,11 +1,27 @@
 """Prompt + answer encoding shared by the methods, the data collators and the evaluation: token ids
 with labels on the answer tokens only (-100 elsewhere), right padding, and the answer tokens'
 log-probabilities. ``adapter`` is any :class:`vkd_fast.adapters.VisualAdapter` (duck-typed: its
-``preprocess``, ``num_image_tokens``, ``prompt``, ``collate`` and ``model_inputs``)."""
+``preprocess``, ``num_image_tokens``, ``prompt``, ``collate`` and ``model_inputs``).
+
+The BOS convention, stated once: :func:`encode_prompt` (training, the likelihood protocol, the
+relearning attack, the probes) tokenises the adapter's prompt text *without* the tokenizer's special
+tokens -- the prompt template (the family's, or the tokenizer's chat template) writes every token it
+wants itself. The benchmark protocols (:mod:`vkd_fast.eval.protocols.prompt`) follow their
+benchmark's own code instead: the LLaVA-1.5 string style adds the tokenizer's special tokens (BOS),
+as MLLMU-Bench's and CLEAR's scripts do; the chat style adds none.
+"""
 
 from __future__ import annotations
 
 import torch
+
+
+def encode_prompt(adapter, tokenizer, question: str, n_image_tokens: int | None = None,
+                  answer: str | None = None) -> list[int]:
+    """Token ids of ``adapter.prompt(tokenizer, question, n_image_tokens, answer)``, no special tokens
+    added (the package's one convention outside the benchmark protocols; see the module docstring)."""
+    text = adapter.prompt(tokenizer, question, n_image_tokens=n_image_tokens, answer=answer)
+    return tokenizer(text, add_special_tokens=False).input_ids
 
 
 def encode_qa(adapter, tokenizer, items: list[dict], name: str) -> list[dict]:
@@ -18,10 +34,8 @@ def encode_qa(adapter, tokenizer, items: list[dict], name: str) -> list[dict]:
                              "so every item needs 'question' and 'answer'")
         image = adapter.preprocess([it["image"]])
         n = adapter.num_image_tokens(**image)[0]
-        prompt = adapter.prompt(tokenizer, it["question"], n_image_tokens=n)
-        full = adapter.prompt(tokenizer, it["question"], n_image_tokens=n, answer=it["answer"])
-        p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-        f_ids = tokenizer(full, add_special_tokens=False).input_ids
+        p_ids = encode_prompt(adapter, tokenizer, it["question"], n)
+        f_ids = encode_prompt(adapter, tokenizer, it["question"], n, answer=it["answer"])
         if f_ids[: len(p_ids)] != p_ids or len(f_ids) == len(p_ids):
             raise ValueError(f"{name}[{i}]: the prompt's tokens are not a prefix of prompt+answer's with this "
                              "tokenizer, so the answer tokens cannot be located")
