@@ -24,6 +24,13 @@ def _task_args(p, command: str) -> None:
         task.add_arguments(p, command)
 
 
+def _plugin_arg(p) -> None:
+    # read before the parsers are built (load_plugins), declared here for --help and so argparse accepts it
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import a module (dotted name or .py file) that registers methods, tasks, protocols or model "
+                        "adapters (repeatable; also VKD_FAST_PLUGINS=a,b)")
+
+
 def _device_args(p, what: str) -> None:
     p.add_argument("--device", default=None,
                    help=f"where {what} runs: auto (the default: the GPU when torch sees one, else the CPU; said in one "
@@ -117,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p_un.add_argument("--method", default="vkd", choices=available_methods(),
                       help="unlearning method (default vkd); the output-level baselines need .jsonl data with "
                            "question and answer, and a tokenizer in the model directory")
-    p_un.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
-                      help="import a module (dotted name or .py file) that registers methods (repeatable; also "
-                           "VKD_FAST_PLUGINS=a,b)")
+    _plugin_arg(p_un)
     p_un.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
     p_un.add_argument("--save", choices=("full", "delta", "none"), default="full",
                       help="export: the full model (output-dir/model; from a local checkpoint only the shards holding "
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "(--protocol mllmu / clear) with its JSON and a per-question audit file.")
     p_ev.add_argument("model", help=f"a local model directory, or {models}")
     _eval_args(p_ev, "eval", protocols=True)
+    _plugin_arg(p_ev)
     _device_args(p_ev, "evaluation")
     _dtype_args(p_ev)
     p_rl = sub.add_parser("relearn", help="relearning attack on an unlearned model (llm and visual modes)",
@@ -178,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                            "attribute) pairs; lr 1e-4 and 1e-3; 40 and 200 steps; each cell and the worst case per "
                            "mode (with --seeds; the single-attack options are ignored)")
     _eval_args(p_rl, "relearn")
+    _plugin_arg(p_rl)
     _device_args(p_rl, "the attack and its evaluation")
     _dtype_args(p_rl)
     p_dm = sub.add_parser("demo", help="the toy-world demo: vanilla and gold, VKD and every baseline, all metrics, "
