@@ -96,7 +96,7 @@ def test_registry_and_errors():
         lm.config.model_type = "llama_custom_test"
         assert isinstance(A.get_adapter(lm), MyAdapter)
     finally:
-        A.registry._REGISTRY.pop("llama_custom_test")
+        A.registry.ADAPTERS.remove("llama_custom_test")
     with pytest.raises(TypeError, match="subclass of vkd_fast.adapters.VisualAdapter"):
         A.register_adapter("x", object)
 
