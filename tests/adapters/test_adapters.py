@@ -101,6 +101,38 @@ def test_registry_and_errors():
         A.register_adapter("x", object)
 
 
+def test_a_family_registers_under_its_model_types():
+    # each built-in family is registered under what its class declares
+    for name in A.supported_model_types():
+        assert name in A.adapter_class(name).model_types
+    assert A.adapter_class("llama") is None
+
+    @A.register_adapter  # the class form: every name in model_types; returns the class (a decorator)
+    class TwoNames(A.LlavaAdapter):
+        model_types = ("two_names_a", "two_names_b")
+
+    try:
+        assert A.adapter_class("two_names_a") is TwoNames is A.adapter_class("two_names_b")
+        assert {"two_names_a", "two_names_b"} <= set(A.supported_model_types())
+    finally:
+        A.registry.ADAPTERS.remove("two_names_a")
+        A.registry.ADAPTERS.remove("two_names_b")
+    assert A.adapter_class("two_names_a") is None
+
+    class NoNames(A.LlavaAdapter):
+        model_types = ()
+
+    with pytest.raises(ValueError, match=r"NoNames.model_types must be a non-empty tuple .*register_adapter\(model_type"):
+        A.register_adapter(NoNames)
+    NoNames.model_types = "llava"  # a string, not a tuple of names
+    with pytest.raises(ValueError, match="NoNames.model_types must be a non-empty tuple"):
+        A.register_adapter(NoNames)
+    with pytest.raises(ValueError, match="model_type must be a non-empty string"):
+        A.register_adapter("", NoNames)
+    with pytest.raises(TypeError, match="adapter_cls must be a subclass of vkd_fast.adapters.VisualAdapter"):
+        A.register_adapter(dict)
+
+
 def test_tap_errors(family):
     _, model, make_inputs, _ = family
     ad = A.get_adapter(model)
