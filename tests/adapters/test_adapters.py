@@ -373,3 +373,19 @@ def test_place_visual_moves_only_vision_and_projector(family):
         elif in_llm:
             assert p.device.type == "cpu", n
     assert all(b.device.type == "meta" for b in ad.vision_tower.buffers())
+
+
+def test_benchmark_prompt_style_is_the_familys():
+    """eval's default prompt style comes from the adapter's benchmark_prompt_style: LLaVA-1.5 keeps the benchmark
+    templates' own format even with a chat template; other families follow the tokenizer."""
+    from vkd_fast.eval.protocols.prompt import default_style
+
+    plain, chat = T.tiny_tokenizer(), T.tiny_tokenizer()
+    chat.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    llava, nxt = A.get_adapter(T.tiny_llava()), A.get_adapter(T.tiny_llava_next())
+    assert [default_style(llava, chat), default_style(nxt, chat), default_style(nxt, plain)] == ["llava", "chat", "llava"]
+
+    class Fixed(A.LlavaNextAdapter):
+        benchmark_prompt_style = "llava"
+
+    assert default_style(Fixed(nxt.model), chat) == "llava"
