@@ -146,9 +146,9 @@ class VisualAdapter:
     the rest of the package (training, checkpoints, VKD's augmentation, benchmark prompts) asks the
     adapter. ``examples/extending/new_family.py`` is a worked example.
 
-    Required (the base raises ``NotImplementedError``):
+    Required (the base has no usable default):
 
-    * ``model_types`` -- the ``config.model_type`` names the class is registered under;
+    * ``model_types`` -- the ``config.model_type`` names the class is registered under (non-empty);
     * layout properties: ``vision_tower`` (V), ``vision_blocks`` (V's transformer blocks, in order),
       ``projector_modules`` (P: the modules -- or loose parameters -- between the block the model reads
       and the LLM input, e.g. a final ViT norm the model applies), ``language_model`` (W, the decoder
@@ -169,7 +169,8 @@ class VisualAdapter:
     * ``image_processor_kwargs()`` -- processor values taken from the model config (a model without a
       checkpoint folder's processor config); ``collate`` -- join single images' inputs (default: ``torch.cat``);
     * ``pixel_layout`` (``"images"``: one image per leading index of ``pixel_values``; ``"patch_rows"``:
-      every image's patches flattened into rows, counted by ``pixel_rows(**image_kwargs)``);
+      every image's patches flattened into rows, counted by ``pixel_rows(**image_kwargs)``, which such a
+      family must then define);
     * ``checkpoint_renames`` / ``checkpoint_key`` -- how a checkpoint's tensor names map to the model's
       across transformers versions (beyond the common ``model.`` / ``language_model.`` wrappers);
     * ``_llm_kwargs`` (extra LLM arguments for ``llm:j`` taps, e.g. position ids); ``model_inputs``;
