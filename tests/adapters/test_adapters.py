@@ -96,9 +96,41 @@ def test_registry_and_errors():
         lm.config.model_type = "llama_custom_test"
         assert isinstance(A.get_adapter(lm), MyAdapter)
     finally:
-        A.registry._REGISTRY.pop("llama_custom_test")
+        A.registry.ADAPTERS.remove("llama_custom_test")
     with pytest.raises(TypeError, match="subclass of vkd_fast.adapters.VisualAdapter"):
         A.register_adapter("x", object)
+
+
+def test_a_family_registers_under_its_model_types():
+    # each built-in family is registered under what its class declares
+    for name in A.supported_model_types():
+        assert name in A.adapter_class(name).model_types
+    assert A.adapter_class("llama") is None
+
+    @A.register_adapter  # the class form: every name in model_types; returns the class (a decorator)
+    class TwoNames(A.LlavaAdapter):
+        model_types = ("two_names_a", "two_names_b")
+
+    try:
+        assert A.adapter_class("two_names_a") is TwoNames is A.adapter_class("two_names_b")
+        assert {"two_names_a", "two_names_b"} <= set(A.supported_model_types())
+    finally:
+        A.registry.ADAPTERS.remove("two_names_a")
+        A.registry.ADAPTERS.remove("two_names_b")
+    assert A.adapter_class("two_names_a") is None
+
+    class NoNames(A.LlavaAdapter):
+        model_types = ()
+
+    with pytest.raises(ValueError, match=r"NoNames.model_types must be a non-empty tuple .*register_adapter\(model_type"):
+        A.register_adapter(NoNames)
+    NoNames.model_types = "llava"  # a string, not a tuple of names
+    with pytest.raises(ValueError, match="NoNames.model_types must be a non-empty tuple"):
+        A.register_adapter(NoNames)
+    with pytest.raises(ValueError, match="model_type must be a non-empty string"):
+        A.register_adapter("", NoNames)
+    with pytest.raises(TypeError, match="adapter_cls must be a subclass of vkd_fast.adapters.VisualAdapter"):
+        A.register_adapter(dict)
 
 
 def test_tap_errors(family):
@@ -341,3 +373,19 @@ def test_place_visual_moves_only_vision_and_projector(family):
         elif in_llm:
             assert p.device.type == "cpu", n
     assert all(b.device.type == "meta" for b in ad.vision_tower.buffers())
+
+
+def test_benchmark_prompt_style_is_the_familys():
+    """eval's default prompt style comes from the adapter's benchmark_prompt_style: LLaVA-1.5 keeps the benchmark
+    templates' own format even with a chat template; other families follow the tokenizer."""
+    from vkd_fast.eval.protocols.prompt import default_style
+
+    plain, chat = T.tiny_tokenizer(), T.tiny_tokenizer()
+    chat.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    llava, nxt = A.get_adapter(T.tiny_llava()), A.get_adapter(T.tiny_llava_next())
+    assert [default_style(llava, chat), default_style(nxt, chat), default_style(nxt, plain)] == ["llava", "chat", "llava"]
+
+    class Fixed(A.LlavaNextAdapter):
+        benchmark_prompt_style = "llava"
+
+    assert default_style(Fixed(nxt.model), chat) == "llava"

@@ -148,3 +148,24 @@ def test_bad_checkpoints_are_refused(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="cannot read its config.json"):
         vf.load_visual_model(bad_cfg)
     assert isinstance(vf.load_visual_model(good), torch.nn.Module)
+
+
+def test_checkpoint_names_are_the_familys():
+    """Each family's adapter class says how its checkpoint names map to the model's (names.py only matches)."""
+    from vkd_fast.checkpoints.names import canonical, family_of, match_names
+
+    llava, qwen = family_of("llava"), family_of("qwen2_vl")
+    assert llava is vf.adapters.LlavaAdapter and family_of("llava_next") is vf.adapters.LlavaNextAdapter
+    assert family_of("not_registered") is vf.adapters.VisualAdapter  # the common wrappers only
+    for name in ("vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",  # 4.x checkpoint
+                 "model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",  # 4.57 model
+                 "model.vision_tower.encoder.layers.0.mlp.fc1.weight"):  # 5.x model
+        assert canonical(name, llava) == "vision_tower.encoder.layers.0.mlp.fc1.weight"
+    assert canonical("vision_tower.vision_model.x", qwen) == "vision_tower.vision_model.x"  # LLaVA's rename only
+    for name in ("language_model.model.layers.1.q.weight", "model.language_model.layers.1.q.weight",
+                 "model.layers.1.q.weight"):  # the common wrappers, every family
+        assert canonical(name, qwen) == canonical(name, llava) == canonical(name) == "layers.1.q.weight"
+    assert match_names(["model.visual.blocks.0.w"], ["visual.blocks.0.w", "model.layers.0.w"], family=qwen) == {
+        "model.visual.blocks.0.w": "visual.blocks.0.w"}
+    with pytest.raises(CheckpointError, match="would both be the model's 'vision_tower.x'"):
+        match_names([], ["vision_tower.x", "vision_tower.vision_model.x"], family=llava)

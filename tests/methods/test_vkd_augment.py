@@ -5,8 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vkd_fast.adapters as A
 from vkd_fast.methods import VKDOptions
 from vkd_fast.methods.vkd.augment import augment_forget_pixels
+
+
+def _patch_rows_adapter():
+    """An adapter whose pixel_layout is "patch_rows" (Qwen2-VL's: image_grid_thw counts the rows)."""
+    import _tiny_models as T
+
+    ad = A.get_adapter(T.tiny_qwen2_vl())
+    assert ad.pixel_layout == "patch_rows" and A.get_adapter(T.tiny_llava()).pixel_layout == "images"
+    return ad
 
 
 def test_forget_augmentation_changes_only_forget_images():
@@ -25,13 +35,16 @@ def test_forget_augmentation_changes_only_forget_images():
                for dy in range(-2, 3) for dx in range(-2, 3))
     assert best[0] < 0.5  # noise std 0.05: some roll within reach explains the image
     assert augment_forget_pixels({"pixel_values": pv}, 0, 1.0, g)["pixel_values"] is pv
-    # flattened patch rows (Qwen-VL): noise on the forget images' rows only
+    # flattened patch rows (Qwen-VL, the adapter's pixel_layout): noise on the forget images' rows only
+    qwen = _patch_rows_adapter()
     grid = torch.tensor([[1, 2, 2], [1, 4, 4]])
     flat = torch.randn(4 + 16, 12, generator=g)
-    out = augment_forget_pixels({"pixel_values": flat, "image_grid_thw": grid}, 1, 1.0, g)["pixel_values"]
+    out = augment_forget_pixels({"pixel_values": flat, "image_grid_thw": grid}, 1, 1.0, g, qwen)["pixel_values"]
     assert not torch.equal(out[:4], flat[:4]) and torch.equal(out[4:], flat[4:])
     with pytest.raises(ValueError, match="image_grid_thw"):
-        augment_forget_pixels({"pixel_values": flat}, 1, 1.0, g)
+        augment_forget_pixels({"pixel_values": flat}, 1, 1.0, g, qwen)
+    with pytest.raises(ValueError, match=r"pixel_values of shape \(20, 12\) hold no image .*pass adapter="):
+        augment_forget_pixels({"pixel_values": flat, "image_grid_thw": grid}, 1, 1.0, g)
 
 
 def test_forget_augment_config():
@@ -82,10 +95,11 @@ def test_per_image_generators_key_each_view_on_its_image():
     # flattened rows (Qwen-VL): each image's rows drawn from its own generator
     grid = torch.tensor([[1, 2, 2], [1, 4, 4], [1, 2, 2]])
     flat = torch.randn(4 + 16 + 4, 12, generator=g)
+    qwen = _patch_rows_adapter()
     both = augment_forget_pixels({"pixel_values": flat, "image_grid_thw": grid}, 2, 1.0,
-                                 [entry_generator(run, s) for s in (0, 1)])["pixel_values"]
+                                 [entry_generator(run, s) for s in (0, 1)], qwen)["pixel_values"]
     second = augment_forget_pixels({"pixel_values": flat[4:20], "image_grid_thw": grid[1:2]}, 1, 1.0,
-                                   [entry_generator(run, 1)])["pixel_values"]
+                                   [entry_generator(run, 1)], qwen)["pixel_values"]
     assert torch.equal(both[4:20], second) and torch.equal(both[20:], flat[20:])
     with pytest.raises(ValueError, match="one per forget image"):
         augment_forget_pixels({"pixel_values": pv}, 3, 0.6, [run])

@@ -1,7 +1,8 @@
 """Model adapters: one file per MLLM family, behind :class:`VisualAdapter`.
 
-``get_adapter(model)`` picks the adapter by ``model.config.model_type``; ``register_adapter`` adds a
-custom architecture. transformers is not imported here: adapters only use the model's modules.
+``get_adapter(model)`` picks the adapter by ``model.config.model_type``; ``register_adapter(AdapterClass)``
+adds a family under the names in its ``model_types`` (what a family's file must define: the checklist in
+:class:`VisualAdapter`'s docstring). transformers is not imported here: adapters only use the model's modules.
 ``adapter.preprocess`` uses the image processor config of the folder the model was loaded from
 (``preprocessor_config.json`` / ``processor_config.json``, PIL-based class), as the checkpoint was
 trained; class defaults only for a model without one, with a warning (see ``base.py``).
@@ -13,17 +14,16 @@ from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
 from .qwen2_5_vl import Qwen2_5_VLAdapter
 from .qwen2_vl import Qwen2VLAdapter
-from .registry import get_adapter, register_adapter, supported_model_types
+from .registry import adapter_class, get_adapter, register_adapter, supported_model_types
 from .taps import Tap, TapSpec, parse_tap, resolve_tap
 from .trainable import check_trainable
 
-register_adapter("llava", LlavaAdapter)
-register_adapter("llava_next", LlavaNextAdapter)
-register_adapter("qwen2_vl", Qwen2VLAdapter)
-register_adapter("qwen2_5_vl", Qwen2_5_VLAdapter)
+for _family in (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter, Qwen2_5_VLAdapter):
+    register_adapter(_family)  # under each of its model_types
+del _family
 
 __all__ = [
     "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "TapSpec", "VisualAdapter",
     "chat_prompt", "check_trainable", "parse_tap", "resolve_tap",
-    "count_calls", "get_adapter", "register_adapter", "run_until", "supported_model_types",
+    "adapter_class", "count_calls", "get_adapter", "register_adapter", "run_until", "supported_model_types",
 ]

@@ -141,15 +141,59 @@ def _render(tokenizer, content: str, style: str) -> str:
 
 
 class VisualAdapter:
-    """Base class; a family subclass fills in the ``_`` hooks below.
+    """Base class of a model family's adapter. Everything family-specific lives in the subclass, so a
+    new family is one file (a subclass, registered with ``register_adapter(AdapterClass)``) and a test;
+    the rest of the package (training, checkpoints, VKD's augmentation, benchmark prompts) asks the
+    adapter. ``examples/extending/new_family.py`` is a worked example.
 
-    Subclasses must provide the properties ``vision_tower``, ``vision_blocks``, ``projector_modules``,
-    ``language_model``, ``llm_layers``, ``image_token_id``, ``feature_block`` and implement
-    ``_vision_forward``, ``_select_patch_tokens``, ``_project``, ``_llm_kwargs``, ``num_image_tokens``,
-    ``vision_param_owners`` and ``image_prompt_template``.
+    Required (the base has no usable default):
+
+    * ``model_types`` -- the ``config.model_type`` names the class is registered under (non-empty);
+    * layout properties: ``vision_tower`` (V), ``vision_blocks`` (V's transformer blocks, in order),
+      ``projector_modules`` (P: the modules -- or loose parameters -- between the block the model reads
+      and the LLM input, e.g. a final ViT norm the model applies), ``language_model`` (W, the decoder
+      without its head, called with ``inputs_embeds``) and ``llm_layers`` (its decoder layers);
+    * ``vision_param_owners(last_block)`` -- the modules of V that influence block ``last_block``'s
+      output (embeddings, stem norms, blocks ``0..last_block``);
+    * ``_vision_forward(pixel_values, **image_kwargs)`` -- run V on the pixels (stopped by a hook);
+    * ``_select_patch_tokens(block_out, **image_kwargs)`` -- a block output as one ``[tokens, D]``
+      tensor per image, at the model's own token selection (``vision:i`` taps);
+    * ``_project(block_out, **image_kwargs)`` -- the feature block's output through P, one
+      ``[visual tokens, D_llm]`` tensor per image, exactly as the model computes its image features;
+    * ``num_image_tokens(**image_kwargs)`` -- visual tokens per image in the LLM input;
+    * ``image_processor_classes`` -- transformers image processor class names to try (PIL-based first).
+
+    Optional (the default suits a LLaVA-like family):
+
+    * ``image_token_id`` (default ``config.image_token_id``); ``feature_block`` (default: the last block);
+    * ``image_processor_kwargs()`` -- processor values taken from the model config (a model without a
+      checkpoint folder's processor config); ``collate`` -- join single images' inputs (default: ``torch.cat``);
+    * ``pixel_layout`` (``"images"``: one image per leading index of ``pixel_values``; ``"patch_rows"``:
+      every image's patches flattened into rows, counted by ``pixel_rows(**image_kwargs)``, which such a
+      family must then define);
+    * ``checkpoint_renames`` / ``checkpoint_key`` -- how a checkpoint's tensor names map to the model's
+      across transformers versions (beyond the common ``model.`` / ``language_model.`` wrappers);
+    * ``_llm_kwargs`` (extra LLM arguments for ``llm:j`` taps, e.g. position ids); ``model_inputs``;
+      ``text_logits``;
+    * prompts: ``image_prompt_template`` / ``text_prompt_template`` (used when the tokenizer has no chat
+      template), ``chat_image_separator``, ``answer_separator``, ``_image_block`` (the text an image
+      occupies, default the image token repeated) and ``benchmark_prompt_style``;
+    * ``trainable_names`` -- extend a trainable set (e.g. a loose parameter of P).
     """
 
+    #: the ``config.model_type`` names ``register_adapter(AdapterClass)`` registers this class under
     model_types: tuple[str, ...] = ()
+    #: how ``pixel_values`` holds a batch: ``"images"`` -- one image per leading index (``[B, C, H, W]``,
+    #: ``[B, crops, C, H, W]``); ``"patch_rows"`` -- all images' patches flattened into rows
+    #: (``[sum of rows, patch dim]``), image by image, :meth:`pixel_rows` rows each
+    pixel_layout: str = "images"
+    #: prefix rewrites (``(checkpoint / parameter prefix, canonical prefix)``) applied by :meth:`checkpoint_key`
+    #: after the common wrappers are removed, for names that transformers versions spell differently
+    checkpoint_renames: tuple[tuple[str, str], ...] = ()
+    #: the benchmark prompt style (``vkd_fast.eval``) whatever the tokenizer: ``"llava"`` (the MLLMU-Bench
+    #: templates' own format, what LLaVA-1.5 was trained on); None: ``"chat"`` when the tokenizer has a chat
+    #: template, else ``"llava"``
+    benchmark_prompt_style: str | None = None
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -261,6 +305,30 @@ class VisualAdapter:
     def num_image_tokens(self, **image_kwargs) -> list[int]:
         """Visual tokens each image takes in the LLM input (what the prompt must hold)."""
         raise NotImplementedError
+
+    def pixel_rows(self, **image_kwargs) -> list[int]:
+        """Rows of ``pixel_values`` each image takes, in order (``pixel_layout = "patch_rows"``)."""
+        raise NotImplementedError(f"{type(self).__name__}: pixel_layout {self.pixel_layout!r} defines no pixel_rows")
+
+    # ------------------------------------------------------------------ checkpoint names
+    @classmethod
+    def checkpoint_key(cls, name: str) -> str:
+        """The canonical form of a parameter or checkpoint tensor name, the same for one weight whichever
+        transformers version wrote it (``vkd_fast.checkpoints`` matches the two by it, one to one).
+
+        Default: the common wrappers removed -- a leading ``model.``, then ``language_model.model.`` or
+        ``language_model.`` (transformers 4.x checkpoints store W as ``language_model.model.layers...``,
+        5.x models hold it as ``model.language_model.layers...``; Qwen2-VL stores ``model.layers...``) --
+        then the first matching prefix of :attr:`checkpoint_renames` rewritten."""
+        n = name[len("model."):] if name.startswith("model.") else name
+        if n.startswith("language_model.model."):
+            n = "language_model." + n[len("language_model.model."):]
+        if n.startswith("language_model."):
+            n = n[len("language_model."):]
+        for prefix, canonical in cls.checkpoint_renames:
+            if n.startswith(prefix):
+                return canonical + n[len(prefix):]
+        return n
 
     def visual_param_names(self) -> set[str]:
         """Every parameter of V and P, whatever a tap reads (blocks after the feature block included)

@@ -27,6 +27,11 @@ def _part(model: nn.Module, name: str) -> nn.Module:
 
 class LlavaAdapter(VisualAdapter):
     model_types = ("llava",)
+    # transformers 4.x wrote the CLIP tower as vision_tower.vision_model.* (4.57's model holds it so too);
+    # 5.x writes and holds vision_tower.*
+    checkpoint_renames = (("vision_tower.vision_model.", "vision_tower."),)
+    # LLaVA-1.5 was trained on the benchmark templates' own "USER: ... ASSISTANT:" format
+    benchmark_prompt_style = "llava"
 
     # layout
     @property

@@ -22,6 +22,7 @@ def _image_size_to_num_patches(image_size, grid_pinpoints, patch_size):
 
 class LlavaNextAdapter(LlavaAdapter):
     model_types = ("llava_next",)
+    benchmark_prompt_style = None  # its tokenizer's chat template when it has one (LLaVA-1.5's format otherwise)
 
     def _newline(self) -> nn.Parameter:
         return _part(self.model, "image_newline")

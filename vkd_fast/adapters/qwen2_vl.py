@@ -20,6 +20,9 @@ from .base import VisualAdapter
 
 class Qwen2VLAdapter(VisualAdapter):
     model_types = ("qwen2_vl",)
+    pixel_layout = "patch_rows"  # pixel_values: every image's patches flattened, t*h*w rows each
+    # checkpoint names: only the common wrappers differ (visual.* / model.layers.* stored for the
+    # model's model.visual.* / model.language_model.layers.*), so no checkpoint_renames
     image_processor_classes = ("Qwen2VLImageProcessorPil", "Qwen2VLImageProcessor")
     image_prompt_template = "<|im_start|>user\n{image}{question}<|im_end|>\n<|im_start|>assistant\n"
     text_prompt_template = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
@@ -79,6 +82,9 @@ class Qwen2VLAdapter(VisualAdapter):
         grid = self._grid(image_grid_thw)
         merged = self.vision_tower.merger(self._to_image_order(block_out, grid))
         return list(torch.split(merged, self.num_image_tokens(image_grid_thw=grid)))
+
+    def pixel_rows(self, image_grid_thw=None, **image_kwargs) -> list[int]:
+        return [int(n) for n in self._grid(image_grid_thw).prod(-1).tolist()]
 
     def num_image_tokens(self, image_grid_thw=None, **image_kwargs) -> list[int]:
         return (self._grid(image_grid_thw).prod(-1) // self._merge**2).tolist()

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..utils.files import remove_stale
-from .names import match_names
+from .names import folder_family, match_names
 from .safetensors_io import DTYPES, CheckpointError, checkpoint_files, read_header, read_tensors, write_safetensors
 
 _TMP_MARK = ".vkd-export-"
@@ -71,7 +71,7 @@ def export_unlearned(base_dir, model_or_delta, out_dir, *, link: bool = False, o
         raise CheckpointError(f"the unlearned tensors hold LoRA adapter weights ({lora[0]}, ...): a LoRA run cannot "
                               "be exported into the base checkpoint yet; keep its delta (UnlearnResult.save_delta) "
                               "or merge the adapters into the weights first")
-    to_ckpt = match_names(list(tensors), weight_map, f"base checkpoint {base_dir}")
+    to_ckpt = match_names(list(tensors), weight_map, f"base checkpoint {base_dir}", folder_family(base_dir))
     headers = {f: read_header(base_dir / f) for f in files}
     changed: dict[str, torch.Tensor] = {}
     for file in files:

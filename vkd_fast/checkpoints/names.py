@@ -1,40 +1,56 @@
 """Tensor names of a checkpoint matched to a model's parameter names.
 
-The same weights go by different names: a LLaVA saved by transformers 4.x stores
-``vision_tower.vision_model.encoder...`` and ``language_model.model.layers...``, one saved by 5.x
-``vision_tower.encoder...``; the models' own parameters are ``model.vision_tower.vision_model...``
-(4.57) or ``model.vision_tower...`` (5.x); Qwen2-VL stores ``visual...`` / ``model.layers...`` for
-``model.visual...`` / ``model.language_model.layers...``. Names are compared in a canonical form
-that removes those wrappers; a match must be one to one.
+The same weights go by different names across transformers versions (a checkpoint written by 4.x,
+a model built by 5.x, and the other way round). Names are compared in a canonical form that the
+model family's adapter class defines (:meth:`vkd_fast.adapters.VisualAdapter.checkpoint_key`: the
+common ``model.`` / ``language_model.`` wrappers removed, then the family's own
+``checkpoint_renames``, e.g. LLaVA's ``vision_tower.vision_model.`` -> ``vision_tower.``); a match
+must be one to one. A checkpoint of a model_type without an adapter gets the common form only.
 """
 
 from __future__ import annotations
 
-import re
+import json
+from pathlib import Path
 
 from .safetensors_io import CheckpointError
 
 
-def canonical(name: str) -> str:
-    n = name[len("model."):] if name.startswith("model.") else name
-    if n.startswith("language_model.model."):
-        n = "language_model." + n[len("language_model.model."):]
-    if n.startswith("language_model."):
-        n = n[len("language_model."):]
-    return re.sub(r"^vision_tower\.vision_model\.", "vision_tower.", n)
+def family_of(model_type):
+    """The adapter class that names ``model_type``'s weights (the registered one; the base class --
+    the common wrappers only -- when none is registered)."""
+    from ..adapters import VisualAdapter, adapter_class
+
+    return adapter_class(model_type) or VisualAdapter
 
 
-def match_names(model_names, checkpoint_names, what: str = "checkpoint") -> dict[str, str]:
-    """``{model name: checkpoint name}`` for every name in ``model_names``."""
+def folder_family(model_dir):
+    """:func:`family_of` the ``model_type`` in ``model_dir``'s ``config.json`` (the base class when it
+    has none or cannot be read)."""
+    try:
+        model_type = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    return family_of(model_type if isinstance(model_type, str) else None)
+
+
+def canonical(name: str, family=None) -> str:
+    """``name`` in the canonical form of ``family`` (an adapter class; default: the common form)."""
+    return (family or family_of(None)).checkpoint_key(name)
+
+
+def match_names(model_names, checkpoint_names, what: str = "checkpoint", family=None) -> dict[str, str]:
+    """``{model name: checkpoint name}`` for every name in ``model_names``, compared in ``family``'s
+    canonical form (an adapter class, see :func:`family_of`; default: the common form)."""
     by_canonical: dict[str, str] = {}
     for c in checkpoint_names:
-        key = canonical(c)
+        key = canonical(c, family)
         if key in by_canonical:
             raise CheckpointError(f"{what}: tensors {by_canonical[key]!r} and {c!r} would both be the model's {key!r}")
         by_canonical[key] = c
     out, missing = {}, []
     for n in model_names:
-        c = by_canonical.get(canonical(n))
+        c = by_canonical.get(canonical(n, family))
         if c is None:
             missing.append(n)
         else:

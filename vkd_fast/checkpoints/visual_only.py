@@ -67,7 +67,7 @@ def load_visual_model(model_dir, dtype: torch.dtype | None = torch.float32, devi
         model = AutoModelForImageTextToText.from_config(config)
     adapter = get_adapter(model)
     names = sorted(adapter.visual_param_names())
-    to_ckpt = match_names(names, weight_map, f"checkpoint {model_dir}")
+    to_ckpt = match_names(names, weight_map, f"checkpoint {model_dir}", type(adapter))  # the family's names
     params = dict(model.named_parameters())
     by_file: dict[str, list[str]] = {}
     for n in names:

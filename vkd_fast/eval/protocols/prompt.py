@@ -64,11 +64,9 @@ class Prompt:
 def default_style(adapter, tokenizer) -> str:
     """``"llava"`` for LLaVA-1.5-family models (the benchmark templates' own format) and for tokenizers
     without a chat template; ``"chat"`` otherwise (Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT with a template)."""
-    from ...adapters.llava import LlavaAdapter
-    from ...adapters.llava_next import LlavaNextAdapter
-
-    if isinstance(adapter, LlavaAdapter) and not isinstance(adapter, LlavaNextAdapter):
-        return "llava"
+    fixed = getattr(adapter, "benchmark_prompt_style", None)  # the family's own (LLaVA-1.5: "llava")
+    if fixed is not None:
+        return fixed
     return "chat" if getattr(tokenizer, "chat_template", None) else "llava"
 
 

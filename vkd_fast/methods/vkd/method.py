@@ -199,7 +199,7 @@ class VKD(UnlearningMethod):
             # each image's view is keyed on its place in the run: the same however the batch is split
             slots = batch[2] if len(batch) > 2 else ()  # a plain (forget, retain) pair has none
             views = [entry_generator(generator, s) for s in slots] if slots and generator is not None else generator
-            collated = augment_forget_pixels(collated, len(fi), o.forget_augment, views)
+            collated = augment_forget_pixels(collated, len(fi), o.forget_augment, views, self.adapter)
         device = self.device
         student, _ = self.student(**{k: v.to(device, non_blocking=True) for k, v in collated.items()})
         n_f = self._n_rows(self.f_keys, fi)
