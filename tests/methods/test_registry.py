@@ -1,5 +1,6 @@
-"""The method registry (vkd_fast.methods.base): a method defined here, outside the package, is
-registered and run through vf.unlearn and through the CLI (as a plug-in); options from mappings."""
+"""The method registry (vkd_fast.methods.base): the worked example of docs/extending.md
+(examples/extending/new_method.py), a method outside the package, is registered and run through
+vf.unlearn and through the CLI (as a plug-in); options from mappings."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import _tiny_models as T
@@ -16,45 +16,23 @@ import torch
 from _items import FORGET, RETAIN
 
 import vkd_fast as vf
-from vkd_fast.methods import UnlearningMethod
 from vkd_fast.methods.base import METHODS
-from vkd_fast.utils.options import option
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "extending" / "new_method.py"
 
 
-@dataclass(frozen=True)
-class ShrinkOptions:
-    scale: float = option(1.0, "weight of the forget term")
+def _load_example():
+    """docs/extending.md's worked example of a new method (it registers itself on import)."""
+    import importlib.util
 
-    def __post_init__(self):
-        if not self.scale > 0:
-            raise ValueError(f"scale must be > 0, got {self.scale!r}")
+    spec = importlib.util.spec_from_file_location("vkd_example_new_method", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class ShrinkProjector(UnlearningMethod):
-    """Pull forget images' projector tokens to zero; keep retain images' as they were."""
-
-    Options = ShrinkOptions
-
-    @property
-    def needs_language_model(self) -> bool:
-        return False
-
-    def trainable_set(self):
-        return "projector", "projector", None
-
-    def setup(self, ctx):
-        super().setup(ctx)
-        self.forget = [ctx.adapter.preprocess([it["image"]]) for it in ctx.forget]
-        self.retain = [ctx.adapter.preprocess([it["image"]]) for it in ctx.retain]
-        self.student = lambda **kw: ctx.adapter.visual_features(tap="projector", **kw)[0]
-        with torch.no_grad():
-            self.kept = [self.student(**x) for x in self.retain]
-
-    def step(self, batch, *, upcoming=None, generator=None):
-        forget = torch.stack([self.student(**self.forget[i]).pow(2).mean() for i in batch.forget]).mean()
-        retain = torch.stack([(self.student(**self.retain[i]) - self.kept[i]).pow(2).mean()
-                              for i in batch.retain]).mean()
-        return self.options.scale * forget + retain, {"forget": forget.detach(), "retain": retain.detach()}
+ShrinkProjector = _load_example().ShrinkProjector
+METHODS.remove("shrink_projector")  # registered by the fixture below, for the tests that want it
 
 
 @pytest.fixture
@@ -98,11 +76,7 @@ def test_a_plugin_method_runs_through_the_cli(tmp_path):
     images.mkdir()
     for i, it in enumerate(FORGET):
         it["image"].save(images / f"{i}.png")
-    here = Path(__file__).resolve().parent
-    plugin = tmp_path / "plugin.py"
-    plugin.write_text(f"import sys\nsys.path[:0] = [{str(here)!r}, {str(here.parent)!r}]\n"
-                      "from test_registry import ShrinkProjector\nimport vkd_fast as vf\n"
-                      "vf.register_method('shrink_projector', ShrinkProjector)\n")
+    plugin = EXAMPLE
     exe = str(Path(sys.executable).with_name("vkd-fast"))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = lambda *a: subprocess.run([exe, *a], capture_output=True, text=True, env=env, timeout=600,  # noqa: E731

@@ -1,4 +1,4 @@
-"""Options of ``vkd-fast unlearn`` from a YAML file and ``key=value`` words, and plug-in methods.
+"""Options of ``vkd-fast unlearn`` from a YAML file and ``key=value`` words, and plug-ins.
 
 Addressing: a trainer option by its name (``steps=300``); a method's option under the method's name
 (``vkd.forget_target=nearest_retain``, or in YAML a mapping ``vkd: {forget_target: ...}``). A YAML
@@ -8,8 +8,9 @@ Values are converted by the option's type (``lr=5e-4`` is a float; YAML 1.1 alon
 text).
 
 Plug-ins: ``--plugin MODULE_OR_FILE`` (repeatable) or ``VKD_FAST_PLUGINS`` (comma-separated) import
-a module (a dotted name or a ``.py`` path) before anything else; its ``register_method`` calls make
-its methods available to every subcommand.
+a module (a dotted name or a ``.py`` path) before anything else; what it registers -- methods
+(``register_method``), benchmark tasks (``register_task``), protocols (``register_protocol``), model
+families (``register_adapter``) -- is available to every subcommand (docs/extending.md).
 """
 
 from __future__ import annotations
