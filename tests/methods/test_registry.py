@@ -1,4 +1,4 @@
-"""The method registry (vkd_fast.methods.base): the worked example of docs/extending.md
+"""The method registry (vkd_fast.methods.registry): the worked example of docs/extending.md
 (examples/extending/new_method.py), a method outside the package, is registered and run through
 vf.unlearn and through the CLI (as a plug-in); options from mappings."""
 
@@ -16,7 +16,7 @@ import torch
 from _items import FORGET, RETAIN
 
 import vkd_fast as vf
-from vkd_fast.methods.base import METHODS
+from vkd_fast.methods.registry import METHODS
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "extending" / "new_method.py"
 

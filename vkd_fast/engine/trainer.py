@@ -35,7 +35,7 @@ import torch
 
 from ..adapters import get_adapter
 from ..methods import create_method
-from ..methods.base import check_items
+from ..methods.inputs import check_items
 from ..methods.saliency import apply_mask
 from ..utils.devices import describe_device, resolve_device
 from ..utils.files import check_output_file

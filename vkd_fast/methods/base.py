@@ -1,4 +1,5 @@
-"""The method protocol and registry.
+"""The method interface (the registry is ``registry.py``; item checks ``inputs.py``; activation
+measurement ``measure.py``).
 
 An unlearning method is one class that owns everything specific to it; the trainer
 (:func:`vkd_fast.unlearn`) runs any registered method and knows no method names:
@@ -25,7 +26,6 @@ the loss of each planned batch (see the README's "Use from any training loop").
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -33,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 
 from ..utils.options import from_mapping, to_dict
-from ..utils.registry import Registry
+from .inputs import check_items
 
 
 class Batch(NamedTuple):
@@ -196,116 +196,3 @@ def make_options(cls: type[UnlearningMethod], options):
         return from_mapping(cls.Options, options, f"{cls.name or cls.__name__} option")
     raise TypeError(f"options of method {cls.name or cls.__name__!r} must be a {cls.Options.__name__}, a mapping "
                     f"or None, got {type(options).__name__}")
-
-
-def saved_activation_bytes(forward) -> int:
-    """Bytes of the tensors autograd keeps for backward while ``forward()`` runs (parameters and
-    repeated tensors not counted): the activation memory of a training step's forward."""
-    seen, total = set(), 0
-
-    def pack(t):
-        nonlocal total
-        if not isinstance(t, torch.nn.Parameter) and t.data_ptr() not in seen:
-            seen.add(t.data_ptr())
-            total += t.numel() * t.element_size()
-        return t
-
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    del out
-    return total
-
-
-def check_items(name: str, items) -> list:
-    """A non-empty list of dicts with an ``image``."""
-    try:
-        items = list(items)
-    except TypeError:
-        raise TypeError(f"{name} must be a sequence of items (dicts with an 'image'), "
-                        f"got {type(items).__name__}") from None
-    if not items:
-        raise ValueError(f"{name} is empty: unlearning needs at least one {name} image")
-    for i, it in enumerate(items):
-        if not isinstance(it, dict) or "image" not in it:
-            raise ValueError(f"{name}[{i}] must be a dict with an 'image' (a PIL image), got {type(it).__name__}"
-                             + (f" with keys {sorted(it)}" if isinstance(it, dict) else ""))
-        image = _local_image(f"{name}[{i}]['image']", it["image"])
-        if image is not it["image"]:
-            items[i] = {**it, "image": image}
-    return items
-
-
-def _local_image(where: str, image):
-    """A PIL image (or an array / tensor of pixels) as it is; a local file path opened as an RGB PIL
-    image; a URL refused -- nothing at run time touches the network."""
-    import os
-
-    from PIL import Image
-
-    if isinstance(image, Image.Image) or isinstance(image, torch.Tensor) or type(image).__module__ == "numpy":
-        return image
-    if isinstance(image, (str, os.PathLike)):
-        text = os.fspath(image)
-        if "://" in text or text.startswith(("www.", "data:")):
-            raise ValueError(f"{where} is a URL ({text[:80]}); vkd_fast never reads the network: download the image "
-                             "and pass a PIL image or a local path")
-        try:
-            with Image.open(text) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{where}: cannot read the image file {text!r} ({exc})") from None
-    raise ValueError(f"{where} must be a PIL image or a local image path, got {type(image).__name__}")
-
-
-def check_qa(name: str, items: list[dict]) -> None:
-    """Every item carries a question and an answer (output-level terms train on answer tokens)."""
-    bare = [i for i, it in enumerate(items) if not it.get("question") or not it.get("answer")]
-    if bare:
-        raise ValueError(f"{name} items {bare[:5]} carry no question/answer: output-level methods train "
-                         "on answer tokens, so every item needs 'question' and 'answer'")
-
-
-# ---------------------------------------------------------------------- registry
-def _method_name(name: str) -> None:
-    if not name.isidentifier():
-        raise ValueError(f"method name must be an identifier (it addresses options as NAME.option), got {name!r}")
-
-
-def _accept_method(name: str, cls: type[UnlearningMethod]) -> None:
-    if not dataclasses.is_dataclass(cls.Options):
-        raise TypeError(f"{cls.__name__}.Options must be a dataclass, got {cls.Options!r}")
-    cls.name = name
-
-
-METHODS: Registry[UnlearningMethod] = Registry("method", UnlearningMethod, check_name=_method_name,
-                                               on_register=_accept_method,
-                                               public="vkd_fast.methods.UnlearningMethod")
-
-
-def register_method(name: str, cls: type[UnlearningMethod]) -> None:
-    """Make ``cls`` available as ``method=name`` to :func:`vkd_fast.unlearn` and the CLI. A name
-    already registered is replaced (so a user can swap in their own variant)."""
-    if not isinstance(name, str):
-        raise ValueError(f"method name must be an identifier (it addresses options as NAME.option), got {name!r}")
-    METHODS.register(name, cls)
-
-
-def available_methods() -> list[str]:
-    """Names of the registered methods, sorted."""
-    return METHODS.names()
-
-
-def get_method(name: str) -> type[UnlearningMethod]:
-    """The registered class of ``name``."""
-    return METHODS.get(name)
-
-
-def create_method(method, options=None) -> UnlearningMethod:
-    """A method object from a registered name (+ options) or an object (then ``options`` must be None)."""
-    if isinstance(method, UnlearningMethod):
-        if options is not None:
-            raise ValueError("options= goes with a method name; this method object already has its options")
-        return method
-    if isinstance(method, type) and issubclass(method, UnlearningMethod):
-        return method(options)
-    return get_method(method)(options)

@@ -17,7 +17,9 @@ import torch
 from ..adapters import check_trainable
 from ..utils.options import check_types, option
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
-from .base import UnlearningMethod, check_qa, saved_activation_bytes
+from .base import UnlearningMethod
+from .inputs import check_qa
+from .measure import saved_activation_bytes
 
 
 def ga_loss(f_logp, f_mask) -> tuple[torch.Tensor, dict]:

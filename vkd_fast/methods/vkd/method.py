@@ -18,7 +18,9 @@ import torch
 from ...cache import ActivationCache
 from ...functional import feature_distill_loss
 from ...utils.text import answer_ce
-from ..base import UnlearningMethod, check_qa, entry_generator, saved_activation_bytes
+from ..base import UnlearningMethod, entry_generator
+from ..inputs import check_qa
+from ..measure import saved_activation_bytes
 from ..npo import npo_loss
 from ..qa import QAData, full_model_logits
 from ..saliency import qa_saliency_masks
