@@ -1,9 +1,10 @@
 """Benchmark of the feature-distillation loss: providers x modes x shapes x dtypes.
 
 Providers: ``eager`` (the pure-torch reference), ``compile`` (torch.compile of the reference),
-``cpu`` (the fused C++ kernel; its gradient buffer comes from a reused host pool, as in a training
-loop), ``cpu-fresh`` (the same kernel with the pool emptied before every call: a fresh,
-page-faulting buffer each time) and ``triton`` (CUDA only: reported as skipped elsewhere).
+``cext`` (the fused C++ kernel of the extension; "cpu" in rows written before it was renamed; its
+gradient buffer comes from a reused host pool, as in a training loop), ``cext-fresh`` (the same
+kernel with the pool emptied before every call: a fresh, page-faulting buffer each time) and
+``triton`` (CUDA only: reported as skipped elsewhere).
 Modes: ``forward`` (loss with a graph), ``backward`` (backward of that graph), ``full`` (both).
 Each case is checked against the reference before it is timed. Per case: median and p10/p90 time,
 the bytes a fused kernel must move (forward: read student and target; backward: write the
@@ -43,13 +44,13 @@ def make_providers(device: torch.device, quiet: bool = False) -> dict:
             if not quiet:
                 print(f"cpu: skipped (C++ extension unavailable: {_ext.CEXT_ERROR})")
         else:
-            providers["cpu"] = lambda s, t: vf.feature_distill_loss(s, t, backend="cpu")
+            providers["cext"] = lambda s, t: vf.feature_distill_loss(s, t, backend="cext")
 
             def fresh(s, t):
                 _ext.load().pool_trim()
-                return vf.feature_distill_loss(s, t, backend="cpu")
+                return vf.feature_distill_loss(s, t, backend="cext")
 
-            providers["cpu-fresh"] = fresh
+            providers["cext-fresh"] = fresh
         if not quiet:
             print("triton: skipped (needs a CUDA device; this machine has none)")
     else:
@@ -203,9 +204,9 @@ def main(argv=None) -> int:
     path = H.append_rows("feature_distill", rows)
     print(f"wrote {len(rows)} rows to {path}")
 
-    # Targets (this 2-core CPU): cpu full fwd+bwd at N=9216, D=1024, fp32
+    # Targets (this 2-core CPU): cext full fwd+bwd at N=9216, D=1024, fp32
     key = ("full", 9216, 1024, "fp32")
-    fast = "triton" if device.type == "cuda" else "cpu"
+    fast = "triton" if device.type == "cuda" else "cext"
     if (fast, *key) in results:
         f = results[(fast, *key)]
         e, c = results[("eager", *key)], results[("compile", *key)]
@@ -216,9 +217,9 @@ def main(argv=None) -> int:
             ok &= ratio >= target
             print(f"  {fast} vs {label:<14} {ratio:5.2f}x faster  (target >= {target}x)  "
                   f"{'MET' if ratio >= target else 'MISSED'}")
-        if ("cpu-fresh", *key) in results:
-            fr = results[("cpu-fresh", *key)]
-            print(f"  cpu-fresh (no buffer reuse) vs eager {e['median_ms'] / fr['median_ms']:5.2f}x, "
+        if ("cext-fresh", *key) in results:
+            fr = results[("cext-fresh", *key)]
+            print(f"  cext-fresh (no buffer reuse) vs eager {e['median_ms'] / fr['median_ms']:5.2f}x, "
                   f"vs torch.compile {c['median_ms'] / fr['median_ms']:5.2f}x")
         px = f.get("peak_extra_x_grad")
         if px != "":

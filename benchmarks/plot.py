@@ -13,6 +13,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+#: rows written before the C++ loss backend was renamed from "cpu" to "cext"
+RENAMED_PROVIDERS = {"cpu": "cext", "cpu-fresh": "cext-fresh"}
+
 def latest_rows(path: Path) -> list[dict]:
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -23,6 +26,7 @@ def latest_rows(path: Path) -> list[dict]:
     # the host of the newest run, and there the newest row of each configuration
     keep: dict[tuple, dict] = {}
     for r in rows:
+        r["provider"] = RENAMED_PROVIDERS.get(r["provider"], r["provider"])
         if r["host"] == host:
             keep[(r["provider"], r["mode"], r["N"], r["D"], r["dtype"])] = r
     return list(keep.values())
@@ -36,7 +40,8 @@ def plot_feature_distill(rows: list[dict], out: Path) -> None:
 
     full = [r for r in rows if r["mode"] == "full"]
     cases = sorted({(int(r["N"]), int(r["D"]), r["dtype"]) for r in full})
-    providers = [p for p in ("eager", "compile", "cpu-fresh", "cpu", "triton") if any(r["provider"] == p for r in full)]
+    providers = [p for p in ("eager", "compile", "cext-fresh", "cext", "triton")
+                 if any(r["provider"] == p for r in full)]
     times = defaultdict(dict)
     for r in full:
         times[(int(r["N"]), int(r["D"]), r["dtype"])][r["provider"]] = float(r["median_ms"])

@@ -8,7 +8,7 @@ from vkd_fast import _backend
 
 
 def test_auto_on_cpu_picks_the_cpp_kernel():
-    assert _backend.resolve("auto", torch.device("cpu"), torch.float32) == "cpu"
+    assert _backend.resolve("auto", torch.device("cpu"), torch.float32) == "cext"
 
 
 def test_auto_on_cpu_falls_back_to_reference_for_float64():
@@ -19,9 +19,9 @@ def test_auto_on_cpu_falls_back_to_reference_for_float64():
 
 
 def test_named_backend_that_cannot_run_raises_with_reason():
-    with pytest.raises(RuntimeError, match=r"backend 'cpu' \(from argument backend\) cannot run: .*float64"):
+    with pytest.raises(RuntimeError, match=r"backend 'cext' \(from argument backend\) cannot run: .*float64"):
         vf.feature_distill_loss(torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 3, dtype=torch.float64),
-                                backend="cpu")
+                                backend="cext")
 
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
@@ -34,7 +34,7 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
 def test_env_override_applies_to_auto_only(monkeypatch):
     monkeypatch.setenv("VKD_FAST_BACKEND", "reference")
     assert _backend.resolve("auto", torch.device("cpu"), torch.float32) == "reference"
-    assert _backend.resolve("cpu", torch.device("cpu"), torch.float32) == "cpu"
+    assert _backend.resolve("cext", torch.device("cpu"), torch.float32) == "cext"
     monkeypatch.setenv("VKD_FAST_BACKEND", "bogus")
     with pytest.raises(ValueError, match="VKD_FAST_BACKEND must be one of"):
         _backend.resolve("auto", torch.device("cpu"), torch.float32)
@@ -55,7 +55,7 @@ def test_auto_falls_back_when_extension_unavailable(monkeypatch):
     monkeypatch.setitem(_ext._state, "error", "disabled for this test")
     assert _backend.resolve("auto", torch.device("cpu"), torch.float32) == "reference"
     with pytest.raises(RuntimeError, match="C\\+\\+ extension is unavailable: disabled for this test"):
-        _backend.resolve("cpu", torch.device("cpu"), torch.float32)
+        _backend.resolve("cext", torch.device("cpu"), torch.float32)
     s = torch.randn(3, 4, requires_grad=True)
     loss = vf.feature_distill_loss(s, torch.randn(3, 4))
     assert loss.grad_fn is not None and "vkd_fast" not in type(loss.grad_fn).__name__
@@ -69,3 +69,19 @@ def test_cuda_index_checks_can_be_disabled(monkeypatch):
     monkeypatch.setenv("VKD_FAST_CHECK_INDICES", "0")
     assert not _index_checks_enabled(torch.device("cuda"))
     assert _index_checks_enabled(torch.device("cpu"))  # free on CPU: always on
+
+
+def test_the_former_name_cpu_still_works_with_a_warning(monkeypatch):
+    """The C++ loss backend is "cext" (the activation cache's name for the same extension); "cpu", its
+    former name, is accepted as an argument and in VKD_FAST_BACKEND, with a FutureWarning."""
+    with pytest.warns(FutureWarning, match="backend 'cpu' is now named 'cext'"):
+        assert _backend.resolve("cpu", torch.device("cpu"), torch.float32) == "cext"
+    monkeypatch.setenv("VKD_FAST_BACKEND", "cpu")
+    with pytest.warns(FutureWarning, match="VKD_FAST_BACKEND: backend 'cpu' is now named 'cext'"):
+        assert _backend.resolve("auto", torch.device("cpu"), torch.float32) == "cext"
+    s = torch.randn(5, 8, requires_grad=True)
+    t = torch.randn(5, 8)
+    monkeypatch.delenv("VKD_FAST_BACKEND")
+    with pytest.warns(FutureWarning):
+        old = vf.feature_distill_loss(s, t, backend="cpu")
+    assert torch.equal(old, vf.feature_distill_loss(s, t, backend="cext"))

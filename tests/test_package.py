@@ -138,8 +138,8 @@ def test_doctor_reports_environment():
     assert report["torch"] == torch.__version__
     assert report["cuda_available"] is False and report["cuda_devices"] == []
     assert report["cext"]["status"] == "prebuilt"
-    assert report["loss_backends"]["auto@cpu"] == "cpu"
-    assert report["loss_backends"]["cpu@cpu"] == "ok"
+    assert report["loss_backends"]["auto@cpu"] == "cext"
+    assert report["loss_backends"]["cext@cpu"] == "ok"
     assert report["triton_interpreter"] is True  # conftest turned it on, the child inherits it
     assert report["loss_backends"]["triton@cpu"] == "ok"
     assert report["cache_backends"] == {"cext": "ok", "torch": "ok", "pinned_memory": "off (no CUDA device)"}

@@ -1,9 +1,10 @@
 """Backend selection for the fused ops.
 
-``auto``: CUDA tensors -> ``triton``; CPU tensors -> ``cpu`` (the C++ extension) when it loads,
-else ``reference``. An automatically chosen backend that is unavailable falls back (logged at debug
-level); a backend asked for by name -- as an argument or through ``VKD_FAST_BACKEND`` -- raises
-with the reason instead.
+``auto``: CUDA tensors -> ``triton``; CPU tensors -> ``cext`` (the C++ extension: the same name as
+the activation cache's C++ backend) when it loads, else ``reference``. ``cpu``, the C++ backend's
+former name, is still accepted (a ``FutureWarning``). An automatically chosen backend that is
+unavailable falls back (logged at debug level); a backend asked for by name -- as an argument or
+through ``VKD_FAST_BACKEND`` -- raises with the reason instead.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import functools
 import importlib.util
 import logging
 import os
+import warnings
 
 import torch
 
@@ -19,7 +21,9 @@ from .utils.validate import check_choice
 
 log = logging.getLogger("vkd_fast")
 
-BACKENDS = ("auto", "triton", "cpu", "reference")
+BACKENDS = ("auto", "triton", "cext", "reference")
+#: former backend names -> their names now
+RENAMED = {"cpu": "cext"}
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
@@ -39,9 +43,9 @@ def unavailable_reason(backend: str, device: torch.device, dtype: torch.dtype) -
         return None
     if dtype not in FUSED_DTYPES:
         return f"the {backend} backend supports float32, bfloat16 and float16, got {dtype}"
-    if backend == "cpu":
+    if backend == "cext":
         if device.type != "cpu":
-            return f"the cpu backend needs CPU tensors, got device {device}"
+            return f"the cext backend (the C++ extension) needs CPU tensors, got device {device}"
         from . import _ext
 
         if _ext.load() is None:
@@ -68,10 +72,11 @@ def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     A host-side decision (environment, installed packages, the extension): ``torch.compile`` runs it
     once while tracing and keeps the answer as a constant.
     """
+    backend = _renamed(backend, "argument backend")
     check_choice("backend", backend, BACKENDS)
     source = "argument backend"
     if backend == "auto":
-        env = os.environ.get("VKD_FAST_BACKEND", "auto").strip().lower() or "auto"
+        env = _renamed(os.environ.get("VKD_FAST_BACKEND", "auto").strip().lower() or "auto", "VKD_FAST_BACKEND")
         check_choice("environment variable VKD_FAST_BACKEND", env, BACKENDS)
         backend, source = env, "VKD_FAST_BACKEND"
     if backend != "auto":
@@ -79,12 +84,21 @@ def resolve(backend: str, device: torch.device, dtype: torch.dtype) -> str:
         if reason is not None:
             raise RuntimeError(f"backend {backend!r} (from {source}) cannot run: {reason}")
         return backend
-    choice = "triton" if device.type == "cuda" else "cpu"
+    choice = "triton" if device.type == "cuda" else "cext"
     reason = unavailable_reason(choice, device, dtype)
     if reason is None:
         return choice
     log.debug("vkd_fast: backend %r unavailable (%s); falling back to 'reference'", choice, reason)
     return "reference"
+
+
+def _renamed(backend, source: str):
+    if backend in RENAMED:
+        warnings.warn(f"{source}: backend {backend!r} is now named {RENAMED[backend]!r} (one name for the C++ "
+                      f"extension, as the activation cache calls it); {backend!r} will stop working in a later "
+                      "release", FutureWarning, stacklevel=4)
+        return RENAMED[backend]
+    return backend
 
 
 # What @torch.compiler.assume_constant_result does, without its cost: the public decorator imports

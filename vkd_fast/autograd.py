@@ -31,10 +31,10 @@ def feature_distill_fwd(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fused forward: (loss fp32 [] or [N], grad [N, D] in student's dtype)."""
     m, r = METRICS[metric], REDUCTIONS[reduction]
-    if backend == "cpu":
-        from .ops.cpu import feature_distill_fwd_cpu
+    if backend == "cext":
+        from .ops.cext_launch import feature_distill_fwd_cext
 
-        return feature_distill_fwd_cpu(student, target, target_index, student_index, weight, m, r)
+        return feature_distill_fwd_cext(student, target, target_index, student_index, weight, m, r)
     if backend == "triton":
         from .ops.triton_launch import feature_distill_fwd_triton
 

@@ -5,7 +5,6 @@ checkpoints load visual-only and export through the names its adapter declares."
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import _tiny_models as T
@@ -17,6 +16,7 @@ import vkd_fast as vf
 import vkd_fast.adapters as A
 from vkd_fast.checkpoints import CheckpointError
 from vkd_fast.checkpoints.names import match_names
+from vkd_fast.utils.plugins import load_plugin
 
 pytest.importorskip("transformers.models.deepseek_vl", reason="this transformers has no DeepSeek-VL (4.56 added it)")
 
@@ -27,9 +27,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "extending" / "new_
 def example():
     """The example file imported as a user would (by path); its registration undone afterwards."""
     assert A.adapter_class("deepseek_vl") is None  # not a built-in family
-    spec = importlib.util.spec_from_file_location("new_family_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_plugin(str(EXAMPLE))
     yield module
     A.registry.ADAPTERS.remove("deepseek_vl")
 

@@ -17,21 +17,13 @@ from _items import FORGET, RETAIN
 
 import vkd_fast as vf
 from vkd_fast.methods.registry import METHODS
+from vkd_fast.utils.plugins import load_plugin
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "extending" / "new_method.py"
 
 
-def _load_example():
-    """docs/extending.md's worked example of a new method (it registers itself on import)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("vkd_example_new_method", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ShrinkProjector = _load_example().ShrinkProjector
+# docs/extending.md's worked example of a new method (it registers itself on import)
+ShrinkProjector = load_plugin(str(EXAMPLE)).ShrinkProjector
 METHODS.remove("shrink_projector")  # registered by the fixture below, for the tests that want it
 
 

@@ -5,11 +5,11 @@ import torch
 from _cases import DTYPES, INDEX_MODES, METRICS, REDUCTIONS, check_against_oracle, make_case, run, to64
 
 import vkd_fast as vf
-from vkd_fast.ops.cpu import feature_distill_fwd_cpu
+from vkd_fast.ops.cext_launch import feature_distill_fwd_cext
 from vkd_fast.ops.reference import feature_distill_reference
 from vkd_fast.ops.triton_launch import feature_distill_fwd_triton
 
-FUSED = ("cpu", "triton")
+FUSED = ("cext", "triton")
 
 
 def _ref(**kw):
@@ -116,7 +116,7 @@ def test_launchers_write_every_element_of_poisoned_buffers(metric, dtype):
             case["weight"], metric, "none")
     ref = feature_distill_reference(*args[:5], metric=metric, reduction="none")
     g_cpu = torch.full((37, 300), float("nan"), dtype=dtype)
-    loss_cpu, grad_cpu = feature_distill_fwd_cpu(*args, grad_out=g_cpu)
+    loss_cpu, grad_cpu = feature_distill_fwd_cext(*args, grad_out=g_cpu)
     assert grad_cpu.data_ptr() == g_cpu.data_ptr() and not grad_cpu.isnan().any()
     g_tr = torch.full((37, 300), float("nan"), dtype=dtype)
     l_tr = torch.full((37,), float("nan"))
@@ -166,7 +166,7 @@ def test_cpu_kernel_is_deterministic_and_thread_count_independent():
         prev = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            outs.append(run(vf.feature_distill_loss, case, backend="cpu")[:2])
+            outs.append(run(vf.feature_distill_loss, case, backend="cext")[:2])
         finally:
             torch.set_num_threads(prev)
     for loss, grad in outs[1:]:
@@ -180,18 +180,18 @@ def test_cpu_gradient_buffer_is_reused_across_steps_and_not_shared_while_alive()
     ext.pool_trim()
     t = torch.randn(600, 512)
     s = torch.randn(600, 512, requires_grad=True)  # 1.2 MB gradient: pooled
-    vf.feature_distill_loss(s, t, backend="cpu").backward()
+    vf.feature_distill_loss(s, t, backend="cext").backward()
     first = s.grad.data_ptr()
     free0, blocks0, live0, hits0, misses0 = ext.pool_stats()
     assert live0 >= 600 * 512 * 4 and misses0 >= 1
     s2 = s.detach().clone().requires_grad_()
-    vf.feature_distill_loss(s2, t, backend="cpu").backward()
+    vf.feature_distill_loss(s2, t, backend="cext").backward()
     assert s2.grad.data_ptr() != first  # s.grad is alive: its buffer must not be handed out again
     want = 2 * (s2.detach() - t) / (600 * 512)
     torch.testing.assert_close(s.grad, want)
     del s, s2
     s3 = torch.randn(600, 512, requires_grad=True)
-    vf.feature_distill_loss(s3, t, backend="cpu").backward()
+    vf.feature_distill_loss(s3, t, backend="cext").backward()
     free1, blocks1, live1, hits1, misses1 = ext.pool_stats()
     assert hits1 > hits0  # a freed buffer was reused
     torch.testing.assert_close(s3.grad, 2 * (s3.detach() - t) / (600 * 512))
@@ -209,7 +209,7 @@ def test_cpu_pool_can_be_disabled():
     code = (
         "import torch, vkd_fast as vf\nfrom vkd_fast import _ext\n"
         "s = torch.randn(600, 512, requires_grad=True)\n"
-        "vf.feature_distill_loss(s, torch.zeros(600, 512), backend='cpu').backward()\n"
+        "vf.feature_distill_loss(s, torch.zeros(600, 512), backend='cext').backward()\n"
         "print(_ext.load().pool_stats())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300,

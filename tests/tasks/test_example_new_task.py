@@ -2,7 +2,6 @@
 file registers it, and the evaluation runner, the CLI's eval and unlearn commands use it through the
 registry without knowing its name."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from PIL import Image
 
 from vkd_fast.eval import evaluate
 from vkd_fast.tasks import TASKS, available_tasks, get_task
+from vkd_fast.utils.plugins import load_plugin
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "extending" / "new_task.py"
 COLOURS = {"ann": (200, 30, 30), "bob": (30, 200, 30), "cy": (30, 30, 200), "dee": (200, 200, 30)}
@@ -22,9 +22,7 @@ COLOURS = {"ann": (200, 30, 30), "bob": (30, 200, 30), "cy": (30, 30, 200), "dee
 
 @pytest.fixture
 def example():
-    spec = importlib.util.spec_from_file_location("vkd_example_new_task", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_plugin(str(EXAMPLE))
     yield module
     TASKS.remove("person_quiz")
 

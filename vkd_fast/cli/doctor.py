@@ -51,7 +51,7 @@ def doctor_report() -> dict:
     loss = {}
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if report["cuda_available"] else [])
     for dev in devices:
-        for name in ("cpu", "triton", "reference"):
+        for name in ("cext", "triton", "reference"):
             reason = _backend.unavailable_reason(name, dev, torch.float32)
             loss[f"{name}@{dev.type}"] = "ok" if reason is None else reason
         try:

@@ -15,10 +15,9 @@ families (``register_adapter``) -- is available to every subcommand (docs/extend
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
-from pathlib import Path
+
+from ..utils.plugins import load_plugin
 
 
 def load_plugins(argv: list[str]) -> None:
@@ -30,19 +29,7 @@ def load_plugins(argv: list[str]) -> None:
         elif word.startswith("--plugin="):
             specs.append(word.split("=", 1)[1])
     for spec in specs:
-        spec = spec.strip()
-        path = Path(spec)
-        try:
-            if spec.endswith(".py"):
-                if not path.is_file():
-                    raise ValueError(f"plug-in {spec}: no such file")
-                mod_spec = importlib.util.spec_from_file_location(f"vkd_fast_plugin_{path.stem}", path)
-                module = importlib.util.module_from_spec(mod_spec)
-                mod_spec.loader.exec_module(module)
-            else:
-                importlib.import_module(spec)
-        except ImportError as exc:
-            raise ValueError(f"plug-in {spec}: {exc}") from exc
+        load_plugin(spec)
 
 
 def _read_yaml(path) -> dict:

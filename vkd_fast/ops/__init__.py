@@ -1,5 +1,5 @@
 """Implementations of the ops: ``reference`` (pure torch, the spec and the oracle) and the
-launchers of the fast paths (``cpu``: the C++ extension, ``triton_launch``: the Triton kernels).
+launchers of the fast paths (``cext_launch``: the C++ extension, ``triton_launch``: the Triton kernels).
 
 Nothing here validates user input (that happens once, in :mod:`vkd_fast.functional`) and nothing
 here imports triton at import time.

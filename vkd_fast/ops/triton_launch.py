@@ -41,7 +41,7 @@ def feature_distill_fwd_triton(
     block_n: int | None = None,
     block_d: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, grad) with the semantics of :func:`vkd_fast.ops.cpu.feature_distill_fwd_cpu`.
+    """(loss, grad) with the semantics of :func:`vkd_fast.ops.cext_launch.feature_distill_fwd_cext`.
 
     ``grad_out`` / ``loss_rows_out`` let tests hand in poisoned buffers that must be fully written.
     """

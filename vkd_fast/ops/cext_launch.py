@@ -8,7 +8,7 @@ from .. import _ext
 from . import COSINE_EPS, METRIC_CODE, REDUCTION_CODE
 
 
-def feature_distill_fwd_cpu(
+def feature_distill_fwd_cext(
     student: torch.Tensor,
     target: torch.Tensor,
     target_index: torch.Tensor | None,
