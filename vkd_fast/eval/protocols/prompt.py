@@ -122,7 +122,9 @@ class PromptRenderer:
         """``(token ids, image inputs or None)`` of ``prompt`` — followed by ``answer`` when given (the
         assistant's reply: after a space in the LLaVA style, right after the generation prompt in the
         chat style). The LLaVA style adds the tokenizer's special tokens (BOS), as a processor call on
-        the benchmark's string does; a chat template writes its own."""
+        the benchmark's string does; a chat template writes its own. (Everything outside the
+        benchmark protocols encodes with :func:`vkd_fast.utils.text.encode_prompt`, which adds none:
+        the one other convention, stated in that module.)"""
         image_inputs = self._image_inputs(prompt.images)
         counts = self.adapter.num_image_tokens(**image_inputs) if image_inputs else []
         if self.style == "llava":
