@@ -2,7 +2,8 @@
 set-up, step, clean-up), and a registry (base.py). The trainer (:func:`vkd_fast.unlearn`) runs any
 registered method by name.
 
-* ``vkd`` (``vkd/``): visual knowledge distillation -- the product's method;
+* ``vkd`` (``vkd/``): visual knowledge distillation -- the product's method (its measured research
+  variants are ``vkd_experimental`` in :mod:`vkd_fast.experimental`, which this package never imports);
 * ``ga``, ``grad_diff``, ``kl_min``, ``npo``, ``mmunlearner``: output-level baselines over one
   question-answer base (qa.py), with the reusable saliency mask (saliency.py).
 
