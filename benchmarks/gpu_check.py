@@ -11,7 +11,7 @@
    use, cached), loaded with ``vf.load_visual_model`` (no language model in memory), trained with
    bf16 autocast: peak CUDA memory and median step time.
 
-4. ``recipe``: the paper's recipe as shipped (configs/mllmu_llava15_vkd.sh: unlearn, export, MLLMU-Bench
+4. ``recipe``: the paper's recipe as shipped (vkd_fast/configs/mllmu_llava15_vkd.sh: unlearn, export, MLLMU-Bench
    protocol evaluation of the unlearned and the vanilla model) on the GPU at tiny size -- a tiny LLaVA
    saved in the hub's folder layout and MLLMU-Bench-format folders (tests/_recipe_fixture.py), only the
    sizes changed -- each command's exit code and wall time, the device each said it ran on, and the
@@ -178,8 +178,8 @@ def check_recipe(device, dry: bool, workdir: Path) -> dict:
     env.update(VANILLA=str(vanilla), BENCH=str(bench), TRAIN=str(train), OUT=str(out), SEEDS="0",
                DEVICE=str(device), VKD_FAST=exe, **RECIPE_SIZES)
     t0 = time.perf_counter()
-    run = subprocess.run(["bash", str(root / "configs" / "mllmu_llava15_vkd.sh")], capture_output=True, text=True,
-                         env=env, timeout=420, check=False)
+    script = root / "vkd_fast" / "configs" / "mllmu_llava15_vkd.sh"
+    run = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=420, check=False)
     said = [line for line in run.stderr.splitlines() if ": device " in line]
     report = {"returncode": run.returncode, "seconds": time.perf_counter() - t0, "device_lines": said,
               "stderr_tail": run.stderr[-1500:] if run.returncode else ""}

@@ -17,6 +17,9 @@ and trained on the retain people's image questions only -- the best any method t
     python benchmarks/robustness_study.py --grid default --oracle   # + the grid for the default, the oracle
     python benchmarks/robustness_study.py --cost 3 --variants default   # the default's cost vs v0, one run
 
+The variants are read from vkd_fast/configs/robustness_study.yaml (--variants-file: another file or
+shipped name); the research variants among them run vkd_fast.experimental's vkd_experimental.
+
 Per (world, variant) results are kept in benchmarks/results/robustness/cells/ (a rerun skips what is
 there; --fresh recomputes), and the summary is written to benchmarks/results/robustness_study.{csv,md,png}.
 Thread count changes float results: the figures in the README used 2 threads (OMP_NUM_THREADS unset
@@ -43,34 +46,41 @@ import _harness as H  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = RESULTS / "robustness" / "cells"
 
-#: name -> trainer options ("config") and VKD options ("options"); "default" is VKDOptions() as shipped
-#: with VKD's default steps (today: retain_person + match_agreement + forget_augment 0.6, 600 steps)
-VARIANTS = {
-    "v0": {"options": {"forget_target": "retain_mean"}},
-    "nearest_retain": {"options": {"forget_target": "nearest_retain"}},
-    "random_retain": {"options": {"forget_target": "random_retain"}},
-    # the retain_person rows below are the first seeded draw of stand-ins (before match_agreement)
-    "retain_person": {"options": {"forget_target": "retain_person", "match_agreement": False}},
-    "retain_person x2": {"options": {"forget_target": "retain_person", "target_people": 2, "match_agreement": False}},
-    "retain_person x3": {"options": {"forget_target": "retain_person", "target_people": 3, "match_agreement": False}},
-    "retain_person+vision:1": {"options": {"forget_target": "retain_person", "tap": "vision:1",
-                                           "match_agreement": False}},
-    "retain_person+shrink_perturb": {"config": {"steps": 600},
-                                     "options": {"forget_target": "retain_person", "shrink_perturb": 0.6,
-                                                 "match_agreement": False}},
-    "retain_person+meta": {"options": {"forget_target": "retain_person", "lambda_meta": 1.0, "meta_every": 2,
-                                       "match_agreement": False}},
-    # stand-ins matched to a random stranger's agreement (match_agreement), then forget-image augmentation
-    "retain_person+match": {"options": {"forget_target": "retain_person", "match_agreement": True}},
-    "retain_person+match+augment": {"options": {"forget_target": "retain_person", "match_agreement": True,
-                                                "forget_augment": 0.6}},
-    "default": {},
-}
-# every variant but the default ran with the settings of its time: 300 steps, no forget augmentation
-for _name, _spec in VARIANTS.items():
-    if _name != "default":
-        _spec.setdefault("config", {}).setdefault("steps", 300)
-        _spec["options"].setdefault("forget_augment", 0.0)
+#: the shipped variants file (vkd_fast/configs/robustness_study.yaml)
+VARIANTS_FILE = "robustness_study"
+#: name -> method ("method", default vkd), trainer options ("config") and the method's ("options"), as
+#: the variants file gives them (load_variants); filled by main()
+VARIANTS: dict[str, dict] = {}
+
+
+def load_variants(spec: str = VARIANTS_FILE) -> dict[str, dict]:
+    """The variants of ``spec`` (a shipped name or a YAML file), checked -- keys, the method, its options
+    and the trainer options -- with errors that name the file and the variant."""
+    import vkd_fast.experimental  # noqa: F401 -- registers vkd_experimental, which the research variants run
+    from vkd_fast import UnlearnConfig, configs
+    from vkd_fast.methods import get_method
+    from vkd_fast.utils.options import from_mapping
+
+    file, data = configs.load(spec, "--variants-file")
+    variants = data.get("variants")
+    if set(data) != {"variants"} or not isinstance(variants, dict) or not variants:
+        raise ValueError(f"--variants-file {file}: expected one key, variants (a mapping of name to variant)")
+    for name, spec_ in variants.items():
+        where = f"--variants-file {file}: variants.{name}"
+        if not isinstance(spec_, dict):
+            raise ValueError(f"{where}: expected a mapping (method, config, options), got {type(spec_).__name__}")
+        unknown = sorted(set(spec_) - {"method", "config", "options"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}; known: method, config, options")
+        try:
+            cls = get_method(spec_.get("method", "vkd"))
+            for key, known in (("config", UnlearnConfig), ("options", cls.Options)):
+                if not isinstance(spec_.get(key, {}), dict):
+                    raise ValueError(f"{key}: expected a mapping, got {type(spec_[key]).__name__}")
+                from_mapping(known, spec_.get(key, {}), f"{key} option")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    return variants
 
 
 def _mean(xs):
@@ -115,8 +125,8 @@ def _unlearn(models, name: str):
     model = models.fresh_vanilla()
     t0 = time.perf_counter()
     vf.unlearn(model, world.unlearn_items(world.forget_ids), world.unlearn_items(world.retain_ids),
-               config=vf.UnlearnConfig(**spec.get("config", {})), options=spec.get("options", {}),
-               tokenizer=models.tokenizer)
+               method=spec.get("method", "vkd"), config=vf.UnlearnConfig(**spec.get("config", {})),
+               options=spec.get("options", {}), tokenizer=models.tokenizer)
     return model, time.perf_counter() - t0
 
 
@@ -141,7 +151,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
         model.eval()
         model.requires_grad_(False)
         row["text_identical"] = bool(torch.equal(state["text"](model), state["vanilla_text"]))
-        row["options"] = json.dumps(spec)
+        row["options"] = json.dumps({k: v for k, v in spec.items() if k != "method"})  # as before the file
     row["seconds"] = seconds
     row.update({k: v for k, v in evaluate(model, tok, sets).items() if k != "n"})
     row["identity_probe"] = identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"],
@@ -261,7 +271,10 @@ def _cost(world_seed: int, variants: list[str], repeats: int) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", default="0,1,2")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants-file", default=VARIANTS_FILE, metavar="NAME_OR_PATH",
+                    help="the variants: a YAML file or a shipped name (default robustness_study: "
+                         "vkd_fast/configs/robustness_study.yaml)")
+    ap.add_argument("--variants", help="comma-separated subset of the file's variants (default: all of them)")
     ap.add_argument("--attack-seeds", default="0,1,2")
     ap.add_argument("--grid", default="", help="variants that also get the attack grid (gold always does)")
     ap.add_argument("--grid-seeds", default="0,1,2")
@@ -272,8 +285,13 @@ def main(argv=None) -> int:
                          "each, interleaved (no evaluation); writes results/robustness_cost.json. The cells' own "
                          "times come from whichever run computed them, so their ratio is not a same-run figure")
     args = ap.parse_args(argv)
+    try:
+        VARIANTS.clear()
+        VARIANTS.update(load_variants(args.variants_file))
+    except ValueError as exc:
+        ap.error(str(exc))
     worlds = [int(w) for w in args.worlds.split(",")]
-    variants = [v for v in args.variants.split(",") if v]
+    variants = [v for v in (args.variants or ",".join(VARIANTS)).split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")

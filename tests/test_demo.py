@@ -48,3 +48,57 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["rows"][2]["method"] == "vkd" and saved["environment"] == {"test": True}
     assert "| vkd |" in (tmp_path / "report.md").read_text() and (tmp_path / "report.png").stat().st_size > 1000
+
+
+def test_the_shipped_profile_holds_the_demos_methods_and_settings():
+    from vkd_fast import configs
+    from vkd_fast.demo import load_profile
+
+    # the settings the demo's figures were measured with (the report's method_configs)
+    want = {"vkd": {}, "ga": {"lr": 1e-4}, "grad_diff": {"lr": 1e-4}, "kl_min": {"lr": 1e-4}, "npo": {"lr": 1e-4},
+            "mmunlearner": {"lr": 1e-4, "options": {"mask_ratio": 0.3}}}
+    assert load_profile() == want and list(load_profile()) == list(want)  # the order is the run order
+    assert configs.path("demo") == configs.HERE / "demo.yaml"
+    config = DemoConfig()
+    assert config.methods == tuple(want) and config.method_configs == want
+    assert DemoConfig(methods=("npo", "vkd")).methods == ("npo", "vkd")
+
+
+def test_another_profile_by_path(tmp_path):
+    (tmp_path / "p.yaml").write_text("methods:\n  grad_diff: {lr: 2.0e-4, steps: 5}\n  vkd:\n")
+    config = DemoConfig(profile=str(tmp_path / "p.yaml"))
+    assert config.methods == ("grad_diff", "vkd")
+    assert config.method_configs == {"grad_diff": {"lr": 2e-4, "steps": 5}, "vkd": {}}
+    with pytest.raises(ValueError, match=r"methods must be a non-empty subset of \('grad_diff', 'vkd'\)"):
+        DemoConfig(profile=str(tmp_path / "p.yaml"), methods=("ga",))
+
+
+@pytest.mark.parametrize("text, error", [
+    ("methods:\n  nope: {}\n", r"p.yaml: methods.nope: method must be one of"),
+    ("methods:\n  ga: {lrr: 1.0}\n", r"p.yaml: methods.ga: unknown option\(s\) lrr"),
+    ("methods:\n  ga: {lr: fast}\n", r"p.yaml: methods.ga: option lr: expected float"),
+    ("methods:\n  mmunlearner: {options: {mask_ratio: 2.0}}\n", r"p.yaml: methods.mmunlearner: .*mask_ratio"),
+    ("methods:\n  vkd: {options: {forget_target: repel}}\n", r"p.yaml: methods.vkd: forget_target 'repel'"),
+    ("methods:\n  vkd: 3\n", r"p.yaml: methods.vkd: expected a mapping of settings"),
+    ("method:\n  vkd: {}\n", r"p.yaml: expected one key, methods .*unknown key\(s\) method"),
+    ("- vkd\n", r"p.yaml: expected a mapping"),
+    ("methods: [\n", r"p.yaml: not valid YAML"),
+])
+def test_a_bad_profile_is_refused_naming_the_file_and_key(tmp_path, text, error):
+    (tmp_path / "p.yaml").write_text(text)
+    with pytest.raises(ValueError, match=error):
+        DemoConfig(profile=str(tmp_path / "p.yaml"))
+
+
+def test_demo_config_option_of_the_cli(tmp_path, capsys):
+    from vkd_fast.cli import main
+
+    code = main(["demo", "--config", "nope", "--output-dir", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "demo profile nope: no such file, and no shipped configuration of that name" in err
+    assert "demo, mllmu_llava15_vkd, robustness_study" in err
+    (tmp_path / "p.yaml").write_text("methods:\n  ga: {lr: 1.0e-4}\n")
+    code = main(["demo", "--config", str(tmp_path / "p.yaml"), "--methods", "vkd", "--output-dir",
+                 str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 2 and "methods must be a non-empty subset of ('ga',)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before any work

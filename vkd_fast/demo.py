@@ -1,6 +1,9 @@
 """The toy-world demo (``vkd-fast demo``, ``make demo``): build or load the vanilla and gold models,
 unlearn the forget people with VKD and every baseline, evaluate every metric of docs/method.md §4,
-run the relearning attack in both modes, and write a table, JSON, Markdown and a PNG chart."""
+run the relearning attack in both modes, and write a table, JSON, Markdown and a PNG chart.
+
+Which methods run, in which order and with which settings is the demo profile's to say: a YAML file,
+by default the shipped ``vkd_fast/configs/demo.yaml`` (:func:`load_profile`)."""
 
 from __future__ import annotations
 
@@ -18,33 +21,56 @@ from .eval.metrics import multiple_choice
 from .eval.probe import identity_probe
 from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
-from .methods import create_method
+from .methods import create_method, get_method
 from .tasks.toy import toy_eval_sets
 from .utils.devices import check_device_spec, resolve_device
 from .utils.memory import measure
-from .utils.options import check_types
+from .utils.options import check_types, from_mapping
 from .utils.progress import log_line, progress_bar
 from .utils.text import pad_right
 
-METHODS = ("vkd", "ga", "grad_diff", "kl_min", "npo", "mmunlearner")
-#: the demo's per-method settings: trainer options (UnlearnConfig) over their defaults, and the
-#: method's own under "options"; baselines stop early
-DEMO_CONFIGS = {
-    "vkd": {},
-    "ga": {"lr": 1e-4},
-    "grad_diff": {"lr": 1e-4},
-    "kl_min": {"lr": 1e-4},
-    "npo": {"lr": 1e-4},
-    "mmunlearner": {"lr": 1e-4, "options": {"mask_ratio": 0.3}},
-}
+#: the shipped demo profile (vkd_fast/configs/demo.yaml)
+DEFAULT_PROFILE = "demo"
+
+
+def load_profile(spec: str = DEFAULT_PROFILE) -> dict[str, dict]:
+    """The demo profile ``spec`` (a shipped name or a YAML file's path) as ``{method: settings}``, in the
+    file's order: each method's trainer options (UnlearnConfig) over their defaults, and its own under
+    ``options``. Checked here, every error naming the file and the key: registered methods, known
+    option names, values of the options' types."""
+    from . import configs
+    from .engine import UnlearnConfig
+
+    file, data = configs.load(spec, "demo profile")
+    unknown = sorted(set(data) - {"methods"})
+    if unknown or not isinstance(data.get("methods"), dict) or not data["methods"]:
+        raise ValueError(f"demo profile {file}: expected one key, methods (a mapping of method name to settings)"
+                         + (f"; unknown key(s) {', '.join(map(str, unknown))}" if unknown else ""))
+    for name, settings in data["methods"].items():
+        where = f"demo profile {file}: methods.{name}"
+        if settings is None:
+            data["methods"][name] = settings = {}
+        try:
+            cls = get_method(name)
+            if not isinstance(settings, dict):
+                raise ValueError(f"expected a mapping of settings, got {type(settings).__name__}")
+            options = settings.get("options") or {}
+            if not isinstance(options, dict):
+                raise ValueError(f"options: expected a mapping of {name} options, got {type(options).__name__}")
+            from_mapping(UnlearnConfig, {k: v for k, v in settings.items() if k != "options"}, "option")
+            from_mapping(cls.Options, options, f"{name} option")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    return data["methods"]
 
 
 @dataclass
 class DemoConfig:
     """What ``vkd-fast demo`` runs."""
 
-    methods: tuple[str, ...] = METHODS
-    #: method -> settings over DEMO_CONFIGS: trainer options, and the method's under "options"
+    #: the methods to run, a subset of the profile's (None: every method of the profile, in its order)
+    methods: tuple[str, ...] | None = None
+    #: method -> settings over the profile's: trainer options, and the method's under "options"
     overrides: dict = field(default_factory=dict)
     #: the default attack (teach job + city, test hobby + pet, 40 steps at lr 1e-3) over attack seeds:
     #: every method's "relearn" columns are the mean recovery over these seeds
@@ -57,16 +83,29 @@ class DemoConfig:
     #: where unlearning, evaluation and the attacks run ("auto": the accelerator when one is visible);
     #: the toy models are built on the CPU. Float results differ between devices.
     device: str = "auto"
+    #: the demo profile: which methods run, in order, and their settings -- a shipped name ("demo":
+    #: vkd_fast/configs/demo.yaml) or a YAML file's path (:func:`load_profile`)
+    profile: str = DEFAULT_PROFILE
 
     def __post_init__(self) -> None:
         check_types(self)
-        bad = [m for m in self.methods if m not in METHODS]
+        self._method_configs = load_profile(self.profile)
+        known = tuple(self._method_configs)
+        if self.methods is None:
+            self.methods = known
+        bad = [m for m in self.methods if m not in known]
         if bad or not self.methods:
-            raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(self.methods)}")
+            raise ValueError(f"methods must be a non-empty subset of {known} (demo profile {self.profile}), got "
+                             f"{list(self.methods)}")
         unknown = sorted(set(self.overrides) - set(self.methods))
         if unknown:
             raise ValueError(f"overrides for method(s) not run: {unknown}")
         check_device_spec("device", self.device)
+
+    @property
+    def method_configs(self) -> dict[str, dict]:
+        """The profile's ``{method: settings}`` (every method of the profile, not only those run)."""
+        return self._method_configs
 
 
 def _log(msg: str) -> None:
@@ -126,9 +165,10 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         if stages is not None:
             stages.set_postfix(method=method)
         model = models.fresh_vanilla().to(device)
-        settings = {"device": str(device), **DEMO_CONFIGS[method], **config.overrides.get(method, {})}
-        options = {**DEMO_CONFIGS[method].get("options", {}), **settings.pop("options", {})}
-        ucfg = UnlearnConfig(**settings).for_method(create_method(method, options))
+        profile = config.method_configs[method]
+        settings = {"device": str(device), **profile, **config.overrides.get(method, {})}
+        options = {**(profile.get("options") or {}), **(settings.pop("options", None) or {})}
+        ucfg = from_mapping(UnlearnConfig, settings, "option").for_method(create_method(method, options))
         adapter = get_adapter(model)
         eval_seconds = [0.0]
 
@@ -197,7 +237,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         "worst_grid": config.worst_grid.to_dict() if config.worst_grid is not None else None,
         "demo_config": {"methods": list(config.methods),
                                                                     "overrides": config.overrides,
-                                                                    "method_configs": DEMO_CONFIGS},
+                                                                    "method_configs": config.method_configs},
         "seconds_total": time.perf_counter() - t_start, "environment": environment or {},
     }
     if output_dir is not None:
@@ -231,4 +271,4 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["DEMO_CONFIGS", "METHODS", "DemoConfig", "markdown_table", "run_demo", "summary"]
+__all__ = ["DEFAULT_PROFILE", "DemoConfig", "load_profile", "markdown_table", "run_demo", "summary"]

@@ -1,4 +1,4 @@
-"""The paper's recipe as shipped (configs/mllmu_llava15_vkd.{yaml,sh}): its options are the code's
+"""The paper's recipe as shipped (vkd_fast/configs/mllmu_llava15_vkd.{yaml,sh}): its options are the code's
 defaults, and its exact commands -- unlearn, export, MLLMU-Bench protocol evaluation -- run on a tiny
 checkpoint in the hub's folder layout and an MLLMU-Bench-format fixture, with only sizes changed."""
 
@@ -16,8 +16,8 @@ import yaml
 from _recipe_fixture import RECIPE_SIZES, hub_folder, mllmu_fixture
 
 ROOT = Path(__file__).resolve().parents[2]
-RECIPE = ROOT / "configs" / "mllmu_llava15_vkd.yaml"
-SCRIPT = ROOT / "configs" / "mllmu_llava15_vkd.sh"
+RECIPE = ROOT / "vkd_fast" / "configs" / "mllmu_llava15_vkd.yaml"
+SCRIPT = ROOT / "vkd_fast" / "configs" / "mllmu_llava15_vkd.sh"
 
 
 def test_recipe_options_are_the_codes_defaults():
@@ -36,9 +36,42 @@ def test_recipe_options_are_the_codes_defaults():
         assert options[key] == value, key
     from vkd_fast.cli.options import config_from  # what `vkd-fast unlearn --config` makes of the file
 
-    trainer, opts = config_from(RECIPE, [], "vkd", "runs/x")
-    assert (trainer.steps, trainer.lr, trainer.batch_size, trainer.device) == (600, 1e-3, 8, "auto")
-    assert (opts.trainable, opts.tap, opts.forget_target) == ("vision+projector", "vision:feature", "retain_person")
+    for spec in (RECIPE, "mllmu_llava15_vkd"):  # its path, or its shipped name
+        trainer, opts = config_from(spec, [], "vkd", "runs/x")
+        assert (trainer.steps, trainer.lr, trainer.batch_size, trainer.device) == (600, 1e-3, 8, "auto")
+        assert (opts.trainable, opts.tap, opts.forget_target) == ("vision+projector", "vision:feature",
+                                                                  "retain_person")
+    import vkd_fast.configs
+
+    assert vkd_fast.configs.path("mllmu_llava15_vkd") == RECIPE.resolve()
+    assert vkd_fast.configs.path("mllmu_llava15_vkd.sh") == SCRIPT.resolve()
+
+
+@pytest.mark.parametrize("text, words, error", [
+    ("stpes: 3\n", [], r"--config .*c.yaml: unknown option\(s\) stpes; known: "),
+    ("vkd: {tapp: projector}\n", [], r"--config .*c.yaml: unknown option\(s\) vkd.tapp; known: "),
+    ("lr: fast\n", [], r"--config .*c.yaml: option lr: expected float"),
+    ("vkd: {forget_target: repel}\n", [], r"--config .*c.yaml: .*forget_target 'repel' is a research variant"),
+    ("lr: fast\n", ["lr=oops"], r"^option lr: expected float, got 'oops'"),  # the word's value, not the file's
+    ("- 1\n", [], r"--config .*c.yaml: expected a mapping of options"),
+])
+def test_unlearn_config_errors_name_the_file_and_key(tmp_path, text, words, error):
+    from vkd_fast.cli.options import config_from
+
+    (tmp_path / "c.yaml").write_text(text)
+    with pytest.raises(ValueError, match=error):
+        config_from(tmp_path / "c.yaml", words, "vkd", "runs/x")
+
+
+def test_unlearn_config_names_a_shipped_file_or_a_path(tmp_path, monkeypatch):
+    from vkd_fast.cli.options import config_from
+
+    with pytest.raises(ValueError, match=r"--config nope: no such file, and no shipped configuration of that name "
+                                         r"\(shipped: demo, mllmu_llava15_vkd, robustness_study\)"):
+        config_from("nope", [], "vkd", "runs/x")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine").write_text("steps: 7\n")  # a file without a suffix is still read by its path
+    assert config_from("mine", [], "vkd", "runs/x")[0].steps == 7
 
 
 @pytest.mark.slow

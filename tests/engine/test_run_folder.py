@@ -11,7 +11,9 @@ import vkd_fast as vf
 
 
 def test_checkpoint_resume_ends_with_the_uninterrupted_weights(tmp_path):
-    cfg, opts = CFG, {"forget_target": "repel", "metric": "mse"}  # repel also draws noise from the run's generator
+    # the default forget_augment draws each forget image's view from the run's step generator (its seed);
+    # repel's resume, whose noise advances that generator, is tested in tests/experimental (issue 25)
+    cfg, opts = CFG, {}
     whole = vf.unlearn(T.tiny_llava(), FORGET, RETAIN, config=vf.UnlearnConfig(**cfg), options=opts).model
     run = tmp_path / "run"
     first = vf.UnlearnConfig(**cfg, output_dir=str(run), save_every=5)

@@ -51,8 +51,6 @@ def test_forget_augment_config():
     assert VKDOptions(forget_augment=0.5).forget_augment == 0.5
     with pytest.raises(ValueError, match=r"forget_augment must be in \[0, 1\]"):
         VKDOptions(forget_augment=2.0)
-    with pytest.raises(ValueError, match="forget_augment needs a target that is not the image.s own"):
-        VKDOptions(forget_augment=0.5, forget_target="repel")
 
 
 def test_forget_augment_default():
@@ -60,7 +58,6 @@ def test_forget_augment_default():
 
     assert VKDOptions().forget_augment == DEFAULT_FORGET_AUGMENT == 0.6  # on by default (README, Robustness)
     assert VKDOptions(forget_target="retain_mean").forget_augment == 0.6  # any target that is not the image's own
-    assert VKDOptions(forget_target="repel").forget_augment == 0.0  # repel's target is the image's own features
     assert VKDOptions(forget_augment=0).forget_augment == 0.0
 
 

@@ -206,11 +206,11 @@ def run_demo_cmd(args) -> int:
 
     t0 = time.perf_counter()
     _quiet_transformers()
-    methods = tuple(args.methods.split(","))
+    methods = tuple(args.methods.split(",")) if args.methods else None  # None: the profile's
     attack = AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(args.relearn_steps,),
                         seeds=_seeds(args.attack_seeds))
     device, _ = _placement(args, "demo")
-    config = DemoConfig(methods=methods, attack=attack, device=str(device),
+    config = DemoConfig(methods=methods, profile=args.config, attack=attack, device=str(device),
                         **({"worst_grid": None} if args.no_grid else {}))
     models = toy_models(args, rebuild=args.rebuild)
     report = run_demo(models, config, output_dir=args.output_dir, progress=True, environment=doctor_report())

@@ -192,10 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                           description="Builds (first run, cached) or loads the toy world's vanilla and gold tiny "
                                       "LLaVA models, unlearns the forget people with each method, evaluates, attacks "
                                       "and reports. Nothing is downloaded.")
-    from ..demo import METHODS
-
     p_dm.add_argument("--output-dir", default="demo_output", help="where report.json / .md / .png go")
-    p_dm.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    p_dm.add_argument("--config", default="demo", metavar="NAME_OR_PATH",
+                      help="the demo profile -- which methods run, in order, and their settings: a shipped name "
+                           "(default demo: vkd_fast/configs/demo.yaml) or a YAML file of that shape")
+    p_dm.add_argument("--methods", help="comma-separated subset of the profile's methods (default: all of them)")
     p_dm.add_argument("--relearn-steps", type=int, default=40, help="the default attack's fine-tuning steps")
     p_dm.add_argument("--attack-seeds", default="0,1,2",
                       help="seeds of the default attack: the relearn columns are the mean over them (default 0,1,2)")

@@ -5,7 +5,9 @@ Addressing: a trainer option by its name (``steps=300``); a method's option unde
 file may hold sections for several methods (one file for a whole comparison): only the section of
 the method being run is used. A ``key=value`` word for another method is an error (surely a slip).
 Values are converted by the option's type (``lr=5e-4`` is a float; YAML 1.1 alone would read it as
-text).
+text). ``--config`` takes a YAML file's path or a shipped configuration's name (``mllmu_llava15_vkd``,
+the paper's recipe: :mod:`vkd_fast.configs`); the file's keys are checked against the options, the
+errors naming the file.
 
 Plug-ins: ``--plugin MODULE_OR_FILE`` (repeatable) or ``VKD_FAST_PLUGINS`` (comma-separated) import
 a module (a dotted name or a ``.py`` path) before anything else; what it registers -- methods
@@ -32,21 +34,6 @@ def load_plugins(argv: list[str]) -> None:
         load_plugin(spec)
 
 
-def _read_yaml(path) -> dict:
-    import yaml
-
-    try:
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
-    except OSError as exc:
-        raise ValueError(f"--config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--config {path}: not valid YAML ({' '.join(str(exc).split())})") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"--config {path}: expected a mapping of options, got {type(loaded).__name__}")
-    return loaded
-
-
 def _parse_value(key: str, raw: str):
     import yaml
 
@@ -71,6 +58,9 @@ def config_from(config_path, overrides: list[str], method: str, output_dir, devi
     """(UnlearnConfig, the method's options) from ``--config`` and ``key=value`` words (which win over
     the file). ``output_dir`` (--output-dir) and ``device`` (--device; None = not given) may also be
     options; given both ways with different values they are refused."""
+    import dataclasses
+
+    from .. import configs
     from ..engine import UnlearnConfig
     from ..methods import available_methods, get_method
     from ..utils.options import from_mapping
@@ -79,14 +69,23 @@ def config_from(config_path, overrides: list[str], method: str, output_dir, devi
     trainer: dict = {}
     options: dict = {}
     if config_path:
-        for key, value in _read_yaml(config_path).items():
+        file, loaded = configs.load(config_path, "--config")
+        for key, value in loaded.items():
             if key in available_methods():
                 if key == method:
                     if not isinstance(value, dict):
-                        raise ValueError(f"--config {config_path}: {key}: expected a mapping of {key} options")
+                        raise ValueError(f"--config {file}: {key}: expected a mapping of {key} options")
                     options.update(value)
             else:
                 trainer[key] = value
+        # the file's own keys, checked here so that the error names the file (key=value words: below)
+        for where, keys, known in (("", trainer, UnlearnConfig), (f"{method}.", options, cls.Options)):
+            unknown = sorted(set(keys) - {f.name for f in dataclasses.fields(known)})
+            if unknown:
+                raise ValueError(f"--config {file}: unknown option(s) {', '.join(where + str(k) for k in unknown)}; "
+                                 f"known: {', '.join(f.name for f in dataclasses.fields(known))}"
+                                 + ("; method sections: " + ", ".join(available_methods()) if not where else ""))
+        from_file = [(trainer, k, v) for k, v in trainer.items()] + [(options, k, v) for k, v in options.items()]
     for item in overrides:
         key, raw = item.split("=", 1)
         key = key.strip()
@@ -101,8 +100,16 @@ def config_from(config_path, overrides: list[str], method: str, output_dir, devi
             trainer[key] = _parse_value(key, raw)
     _one_source(trainer, "output_dir", "--output-dir", output_dir)
     _one_source(trainer, "device", "--device", device)
-    config = from_mapping(UnlearnConfig, trainer, "option")
-    method_options = from_mapping(cls.Options, options, f"{method} option")
+    try:
+        config = from_mapping(UnlearnConfig, trainer, "option")
+        method_options = from_mapping(cls.Options, options, f"{method} option")
+    except ValueError as exc:  # about a value the file gave (no word replaced it): say which file
+        import re
+
+        if config_path and any(source.get(k) is v and re.search(rf"\b{re.escape(str(k))}\b", str(exc))
+                               for source, k, v in from_file):
+            raise ValueError(f"--config {file}: {exc}") from None
+        raise
     return config, method_options
 
 

@@ -3,7 +3,8 @@ set-up, step, clean-up), the interface (base.py), the registry (registry.py), it
 (inputs.py) and activation measurement (measure.py). The trainer (:func:`vkd_fast.unlearn`) runs any
 registered method by name.
 
-* ``vkd`` (``vkd/``): visual knowledge distillation -- the product's method;
+* ``vkd`` (``vkd/``): visual knowledge distillation -- the product's method (its measured research
+  variants are ``vkd_experimental`` in :mod:`vkd_fast.experimental`, which this package never imports);
 * ``ga``, ``grad_diff``, ``kl_min``, ``npo``, ``mmunlearner``: output-level baselines over one
   question-answer base (qa.py), with the reusable saliency mask (saliency.py).
 

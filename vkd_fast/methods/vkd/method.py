@@ -9,6 +9,12 @@ rows) and one fused-loss call computes every row's distance and gradient, with p
 1/n_side (a mean per side) and ``reduction="none"``; the weighted row losses are then summed per
 side and combined with the lambdas. Row counts come from the teacher cache (host memory), so the
 step makes no device-to-host synchronisation.
+
+Extension points (what :mod:`vkd_fast.experimental` builds its research variants on, instead of
+branching in every step): :meth:`VKD.setup` (override, call ``super().setup(ctx)`` first: e.g. move
+the weights before training, after the teacher's features are cached), :meth:`VKD.extra_terms` (extra
+loss terms of a step, begun before the step's own work), the options' :attr:`~VKDOptions.answer_sides`
+(what a term needs of the items) and the forget-target registry (targets.py).
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from ..npo import npo_loss
 from ..qa import QAData, full_model_logits
 from ..saliency import qa_saliency_masks
 from .augment import augment_forget_pixels
-from .meta import AttackSimulator
 from .options import VKDOptions
 from .targets import get_forget_target
 from .teacher import CachedTeacher, LiveTeacher, build_teacher_cache, collate_inputs
@@ -60,17 +65,16 @@ class VKD(UnlearningMethod):
         o = self.options
         if o.llm_tap and tokenizer is None:
             raise ValueError(f"tap {o.tap!r} runs the language model on a prompt per image and needs tokenizer=...")
-        sides = (("forget", forget), ("retain", retain)) if o.mask else (
-            (("forget", forget),) * (o.lambda_npo > 0 or o.lambda_meta > 0) + (("retain", retain),) * (o.lambda_ce > 0))
+        sides = o.answer_sides
         if sides:
             if tokenizer is None:
-                raise ValueError("vkd with lambda_npo / lambda_ce / mask / lambda_meta trains on answer tokens and "
-                                 "needs tokenizer=...")
-            for name, items in sides:
-                check_qa(name, items)
-        if world_size > 1 and (o.output_terms or o.lambda_meta > 0):
-            raise ValueError("vkd's lambda_npo / lambda_ce / lambda_meta terms are not supported in multi-process runs "
-                             "yet (their forward would bypass DDP's gradient averaging)")
+                raise ValueError(f"{self.name or 'vkd'} with {o.answer_terms} trains on answer tokens and needs "
+                                 "tokenizer=...")
+            for name in sides:
+                check_qa(name, forget if name == "forget" else retain)
+        if world_size > 1 and o.single_process_terms:
+            raise ValueError(f"{self.name or 'vkd'}'s {o.single_process_terms} terms are not supported in "
+                             "multi-process runs yet (their forward would bypass DDP's gradient averaging)")
         self.check_data(forget, retain)
 
     def check_data(self, forget, retain) -> None:
@@ -122,24 +126,6 @@ class VKD(UnlearningMethod):
             self.qa_student = full_model_logits(ctx.model)
             if o.lambda_npo > 0:
                 self.ref = self.qa.sequence_logp(self.qa_student)
-        self.meta = AttackSimulator(ctx.model, adapter, ctx.tokenizer, ctx.forget, o) if o.lambda_meta > 0 else None
-        self._step = 0
-        if o.shrink_perturb > 0:  # after the teacher's features are cached: they stay the original model's
-            self._shrink_perturb(adapter.trainable_names(o.trainable, o.tap), ctx.seed)
-
-    @torch.no_grad()
-    def _shrink_perturb(self, names: list[str], seed: int) -> None:
-        """w <- (1 - a) w + a * b * std(w) * noise on every trainable matrix (biases and norms kept)."""
-        a, b = self.options.shrink_perturb, self.options.perturb_scale
-        g = torch.Generator().manual_seed(seed)
-        params = dict(self.model.named_parameters())
-        for name in names:
-            w = params[name]
-            if w.dim() < 2:
-                continue
-            scale = a * b * float(w.float().std())  # the matrix's spread before it shrinks
-            noise = torch.randn(w.shape, generator=g, dtype=torch.float32).to(w)
-            w.mul_(1 - a).add_(noise * scale)
 
     def saliency_masks(self, named, plan):
         if not self.options.mask:
@@ -186,15 +172,18 @@ class VKD(UnlearningMethod):
         collated = collate_inputs(self.adapter, images)
         return saved_activation_bytes(lambda: self.student(**{k: v.to(self.device) for k, v in collated.items()}))
 
+    def extra_terms(self, batch, generator):
+        """Extension point: extra loss terms of one step. Called first in :meth:`step`, before the step's
+        own random draws and the student's forward (so it may move the weights and restore them, and its
+        draws from ``generator`` come first); returns None (the default: no extra term) or a function
+        that, called once the step's own loss is complete, gives ``{name: (term, logged)}`` -- each
+        ``term`` is added to the loss in order and ``logged`` (detached) is reported as ``name``."""
+        return None
+
     def step(self, batch, *, upcoming=None, generator=None):
         fi, ri = batch[0], batch[1]
         o = self.options
-        meta = None
-        if self.meta is not None and fi:
-            if self._step % o.meta_every == 0:  # first: it moves and restores the weights in place
-                params = self.parameters()
-                meta = (params, *self.meta.gradients(params, generator))
-            self._step += 1
+        extra = self.extra_terms(batch, generator)
         images = [self.inputs[self.f_keys[i]] for i in fi] + [self.inputs[self.r_keys[i]] for i in ri]
         collated = collate_inputs(self.adapter, images)
         if o.forget_augment > 0 and fi:  # the target does not depend on the view: any view may be used
@@ -234,11 +223,10 @@ class VKD(UnlearningMethod):
                 retain_ce = answer_ce(*self.qa.logp([self.qa.retain[i] for i in ri], self.qa_student))
                 loss = loss + o.lambda_ce * retain_ce
                 terms["loss_ce"] = retain_ce.detach()
-        if meta is not None:
-            params, grads, penalty = meta
-            # a zero-valued term whose gradient is the simulated attack's penalty gradient
-            loss = loss + o.lambda_meta * sum((p * g).sum() - (p.detach() * g).sum() for p, g in zip(params, grads))
-            terms["loss_meta"] = penalty
+        if extra is not None:
+            for name, (term, logged) in extra().items():
+                loss = loss + term
+                terms[name] = logged
         return loss, terms
 
     def close(self) -> dict:

@@ -9,7 +9,7 @@ from ...ops import METRICS
 from ...utils.options import check_types, option
 from ...utils.validate import check_choice, check_positive_int
 from ..saliency import MaskOptions
-from .targets import forget_targets, get_forget_target
+from .targets import MOVED_TARGETS, forget_targets, get_forget_target
 
 #: the forget-image augmentation strength ``forget_augment=None`` stands for
 DEFAULT_FORGET_AUGMENT = 0.6
@@ -31,21 +31,18 @@ class _VKDFields:
                                 "every item, see vkd_fast.data.person_per_image), 'retain_mean' (the mean retain "
                                 "features: answers collapse), "
                                 "'nearest_retain' (the retain image nearest in pixel space), 'random_retain' (a "
-                                "retain image drawn per forget image), 'misdirect' or 'repel' (see the README's "
-                                "Robustness section for what each measured)")
+                                "retain image drawn per forget image); see the README's Robustness section for what "
+                                "each measured")
     target_people: int = option(1, "retain_person: how many retain people stand in for each forget person (its "
                                     "images take turns among them)")
     match_agreement: bool = option(True, "retain_person: among seeded draws of stand-ins keep the one whose answers "
                                          "agree with the forget people's as often as a random retain person's do on "
                                          "average (needs items that share questions); False = the first draw")
-    misdirect_scale: float = option(1.0, "misdirect anchor length, in mean teacher token norms")
-    repel_margin: float = option(1.0, "repel: hinge margin of the distance to the own teacher features")
-    repel_noise: float = option(0.01, "repel: relative std of the noise that breaks the student=teacher symmetry")
     forget_augment: float | None = option(None, "strength in [0, 1] of a random shift + pixel noise applied to forget "
                                                 "images every step (their target does not depend on the view), so "
                                                 "the forgetting carries over to unseen images of the person. None = "
                                                 "0.6 (measured: the stand-in's answers on unseen portraits too), or 0 "
-                                                "for a target that is the image's own features (repel); 0 = off")
+                                                "for a target that is the image's own features; 0 = off")
     metric: str = option("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
     lambda_retain: float = option(1.0, "weight of the retain term")
     lambda_forget: float = option(1.0, "weight of the forget term")
@@ -55,18 +52,6 @@ class _VKDFields:
     mask: bool = option(False, "saliency mask (the mask_* options): needs QA items and a tokenizer, since the Fisher "
                                "estimates come from answer likelihoods. The mask gates gradients; a nonzero "
                                "weight_decay still shrinks masked-out weights")
-    shrink_perturb: float = option(0.0, "shrink-perturb before distilling (UNDO): every trainable weight matrix "
-                                        "becomes (1 - a) w + a * perturb_scale * std(w) * noise (seeded), so the "
-                                        "student starts away from the teacher and is re-distilled from its cached "
-                                        "features; 0 = off")
-    perturb_scale: float = option(1.0, "shrink_perturb: the noise's size, in each matrix's standard deviation")
-    lambda_meta: float = option(0.0, "weight of the attack-simulation term (meta.py): a simulated vision-side "
-                                     "relearning attack on some forget question kinds must not raise the others' "
-                                     "answer likelihood; needs QA forget items and a tokenizer; 0 = off")
-    meta_steps: int = option(3, "simulated attack: at most this many sign-gradient steps (drawn 1..meta_steps)")
-    meta_lr: float = option(1e-3, "simulated attack: the largest step size (drawn log-uniformly down to a tenth)")
-    meta_every: int = option(1, "simulate an attack every this many steps")
-    meta_batch: int = option(8, "simulated attack: forget questions taught and tested per simulation")
     teacher: str = option("cache", "'cache' (teacher features computed once, served from host memory) or 'live' (a "
                                    "frozen copy of the model computes them every step: the naive VKD, for tests and "
                                    "benchmarks)")
@@ -85,26 +70,22 @@ class VKDOptions(MaskOptions, _VKDFields):
         check_trainable(self.trainable)
         if self.lora is not None and not isinstance(self.lora, dict):
             raise ValueError(f"lora must be a mapping of peft LoraConfig arguments or None, got {self.lora!r}")
+        if self.forget_target in MOVED_TARGETS and self.forget_target not in forget_targets():
+            raise ValueError(f"forget_target {self.forget_target!r} is a research variant: it lives in "
+                             f"{MOVED_TARGETS[self.forget_target]}; import vkd_fast.experimental (CLI: --plugin "
+                             "vkd_fast.experimental) and run that method")
         target = get_forget_target(self.forget_target)
+        target.check_options(self)
         check_choice("metric", self.metric, METRICS)
         check_choice("teacher", self.teacher, ("cache", "live"))
         check_choice("cache_dtype", self.cache_dtype, ("float32", "bfloat16", "float16"))
-        for name in ("teacher_batch_size", "meta_steps", "meta_every", "meta_batch", "target_people"):
+        for name in ("teacher_batch_size", "target_people"):
             check_positive_int(name, getattr(self, name))
-        if self.lambda_meta < 0 or not self.meta_lr > 0:
-            raise ValueError(f"lambda_meta must be >= 0 and meta_lr > 0, got {self.lambda_meta!r}, {self.meta_lr!r}")
-        for name in ("misdirect_scale", "repel_margin", "npo_beta"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("lambda_retain", "lambda_forget", "lambda_npo", "lambda_ce", "repel_noise"):
+        if not self.npo_beta > 0:
+            raise ValueError(f"npo_beta must be > 0, got {self.npo_beta!r}")
+        for name in ("lambda_retain", "lambda_forget", "lambda_npo", "lambda_ce"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if not 0 <= self.shrink_perturb < 1:
-            raise ValueError(f"shrink_perturb must be in [0, 1), got {self.shrink_perturb!r}")
-        if self.perturb_scale < 0:
-            raise ValueError(f"perturb_scale must be >= 0, got {self.perturb_scale!r}")
-        if self.shrink_perturb > 0 and self.lora is not None:
-            raise ValueError("shrink_perturb changes the trained weights themselves; it does not combine with lora")
         if self.forget_augment is None:
             object.__setattr__(self, "forget_augment", 0.0 if target.uses_own_features else DEFAULT_FORGET_AUGMENT)
         if not 0 <= self.forget_augment <= 1:
@@ -126,7 +107,25 @@ class VKDOptions(MaskOptions, _VKDFields):
         return self.lambda_npo > 0 or self.lambda_ce > 0
 
     @property
+    def answer_sides(self) -> tuple[str, ...]:
+        """The sides ("forget", "retain") whose items must carry a question and an answer: the terms
+        and the mask that score answers through the frozen LLM (an options subclass that adds such a
+        term extends it, with :attr:`answer_terms` and :attr:`single_process_terms`)."""
+        return ("forget",) * (self.mask or self.lambda_npo > 0) + ("retain",) * (self.mask or self.lambda_ce > 0)
+
+    @property
+    def answer_terms(self) -> str:
+        """The options that score answers, for errors."""
+        return "lambda_npo / lambda_ce / mask"
+
+    @property
+    def single_process_terms(self) -> str:
+        """The terms not supported in multi-process runs when on (their forward would bypass DDP's
+        gradient averaging), for the error; "" when none is on."""
+        return "lambda_npo / lambda_ce" if self.output_terms else ""
+
+    @property
     def scores_text(self) -> bool:
-        """Whether anything VKD computes runs the frozen LLM on answers (output terms, the mask, the
-        attack simulation) -- such runs need QA items and a tokenizer."""
-        return self.output_terms or self.mask or self.lambda_meta > 0
+        """Whether anything VKD computes runs the frozen LLM on answers (output terms, the mask) --
+        such runs need QA items and a tokenizer."""
+        return bool(self.answer_sides)

@@ -6,10 +6,13 @@ and how per-row distances become the forget term. Registered policies:
 
 * ``retain_mean`` -- A_t = mean over retain images of T(x)_t, per token position (an anchor);
 * ``nearest_retain`` -- the teacher features of the retain image nearest in pixel space;
-* ``misdirect`` -- A_t = c u, u a fixed random unit vector (an anchor);
-* ``repel`` -- a bounded hinge away from the image's own teacher features (experimental).
+* ``random_retain`` -- a retain image drawn per forget image;
+* ``retain_person`` (the default) -- the images of retain people standing in for each forget person.
 
-Add one with :func:`register_forget_target` (a subclass of :class:`ForgetTarget`).
+The research targets ``misdirect`` and ``repel`` live in :mod:`vkd_fast.experimental` (method
+``vkd_experimental``; README, Robustness). Add one with :func:`register_forget_target` (a subclass
+of :class:`ForgetTarget`); a target that needs options of its own names their class in
+:attr:`ForgetTarget.options_class`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,19 @@ class ForgetTarget:
     mean_rows: ClassVar[bool] = True
     #: whether :meth:`perturb` changes the forget rows
     perturbs: ClassVar[bool] = False
+    #: the options class (a subclass of VKDOptions) whose fields the target reads, None: VKDOptions';
+    #: ``VKDOptions`` refuses the target with options of another class (:meth:`check_options`)
+    options_class: ClassVar[type | None] = None
+    #: where the target is offered, for that error (e.g. "vkd_fast.experimental (method vkd_experimental)")
+    offered_by: ClassVar[str] = ""
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        """Raise ``ValueError`` when ``options`` (a VKDOptions) lack the fields this target reads."""
+        if cls.options_class is not None and not isinstance(options, cls.options_class):
+            where = cls.offered_by or cls.options_class.__name__
+            raise ValueError(f"forget_target {cls.name!r} lives in {where}: it reads options that "
+                             f"{type(options).__name__} does not have; run that method")
 
     @classmethod
     def check(cls, forget: list[dict], retain: list[dict]) -> None:
@@ -71,7 +87,7 @@ class AnchorTarget(ForgetTarget):
         too_long = [k for k in vkd.f_keys if vkd.cache.rows(k) > self.anchor.shape[0]]
         if too_long:
             raise ValueError(f"forget images {too_long[:5]} have more visual tokens than any retain image; "
-                             f"{self.name} has no anchor for those positions (use forget_target='misdirect')")
+                             f"{self.name} has no anchor for those positions")
 
     def make_anchor(self, vkd) -> torch.Tensor:
         raise NotImplementedError
@@ -80,12 +96,6 @@ class AnchorTarget(ForgetTarget):
 class RetainMean(AnchorTarget):
     def make_anchor(self, vkd):
         return retain_mean_anchor(vkd.cache, vkd.r_keys)
-
-
-class Misdirect(AnchorTarget):
-    def make_anchor(self, vkd):
-        return misdirect_anchor(vkd.cache, vkd.r_keys, max(vkd.cache.rows(k) for k in vkd.f_keys),
-                                vkd.options.misdirect_scale, vkd.seed)
 
 
 class NearestRetain(ForgetTarget):
@@ -196,7 +206,7 @@ class RetainPerson(ForgetTarget):
                     break
             else:
                 raise ValueError(f"forget image {i}: no retain image has its {rows(k)} visual tokens, which "
-                                 "retain_person needs (use forget_target='retain_mean' or 'misdirect')")
+                                 "retain_person needs (use forget_target='retain_mean')")
             self.target_keys.append(same[(n // len(people)) % len(same)])
 
     def keys(self, forget_indices):
@@ -286,31 +296,6 @@ def agreement_draw(assignments: list[dict], f_facts: dict, r_facts: dict, weight
     return best
 
 
-class Repel(ForgetTarget):
-    """``max(0, margin - d(S(x), T(x)))`` per forget row, averaged. At the start the student equals
-    the teacher, where a squared distance has exactly zero gradient, so the forget rows are compared
-    after adding seeded Gaussian noise of std ``repel_noise`` (relative to the rows' RMS)."""
-
-    uses_own_features = True
-    mean_rows = False
-    perturbs = True
-
-    def __init__(self, vkd):
-        super().__init__(vkd)
-        self.f_keys, self.margin, self.noise = vkd.f_keys, vkd.options.repel_margin, vkd.options.repel_noise
-
-    def keys(self, forget_indices):
-        return [self.f_keys[i] for i in forget_indices]
-
-    def perturb(self, forget_rows, generator):
-        noise = torch.randn(forget_rows.shape, generator=generator, dtype=torch.float32).to(forget_rows)
-        scale = self.noise * forget_rows.detach().pow(2).mean().sqrt()
-        return forget_rows + scale * noise
-
-    def term(self, row_losses):
-        return torch.relu(self.margin - row_losses).mean()
-
-
 def _accept_target(name: str, cls: type[ForgetTarget]) -> None:
     cls.name = name
 
@@ -324,6 +309,11 @@ def register_forget_target(name: str, cls: type[ForgetTarget]) -> None:
     _TARGETS.register(name, cls)
 
 
+def unregister_forget_target(name: str) -> None:
+    """Take ``name`` out of the registry (nothing happens when it is not registered)."""
+    _TARGETS.remove(name)
+
+
 def forget_targets() -> list[str]:
     """Names of the registered forget targets (registration order)."""
     return _TARGETS.names()
@@ -334,12 +324,16 @@ def get_forget_target(name: str) -> type[ForgetTarget]:
 
 
 for _name, _cls in (("retain_mean", RetainMean), ("nearest_retain", NearestRetain), ("random_retain", RandomRetain),
-                    ("retain_person", RetainPerson),
-                    ("misdirect", Misdirect), ("repel", Repel)):
+                    ("retain_person", RetainPerson)):
     register_forget_target(_name, _cls)
 
+#: forget targets that moved out of VKD's product path, and where they are now (VKDOptions' error
+#: names the place when one is asked for while that package is not imported)
+MOVED_TARGETS = {"misdirect": "vkd_fast.experimental (method vkd_experimental)",
+                 "repel": "vkd_fast.experimental (method vkd_experimental)"}
 
-def _entries(cache: ActivationCache, keys: list[int], chunk: int = 16):
+
+def entry_rows(cache: ActivationCache, keys: list[int], chunk: int = 16):
     """Each key's rows, gathered ``chunk`` keys at a time: set-up work over the whole retain set
     never holds more than one chunk of features besides its result."""
     for start in range(0, len(keys), chunk):
@@ -355,19 +349,10 @@ def retain_mean_anchor(cache: ActivationCache, retain_keys: list[int]) -> torch.
     lengths = [cache.rows(k) for k in retain_keys]
     total = torch.zeros(max(lengths), cache.dim, dtype=torch.float64)
     count = torch.zeros(max(lengths), 1, dtype=torch.float64)
-    for rows in _entries(cache, retain_keys):
+    for rows in entry_rows(cache, retain_keys):
         total[: rows.shape[0]] += rows.double()
         count[: rows.shape[0]] += 1
     return (total / count).float()
-
-
-def misdirect_anchor(cache: ActivationCache, retain_keys: list[int], max_tokens: int, scale: float,
-                     seed: int) -> torch.Tensor:
-    """A_t = c u: u a fixed random unit vector (seeded), c = scale x mean teacher token norm (retain)."""
-    norm = torch.cat([torch.linalg.vector_norm(rows.float(), dim=1) for rows in _entries(cache, retain_keys)]).mean()
-    u = torch.randn(cache.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    u = (u / torch.linalg.vector_norm(u)).float()
-    return (scale * norm * u).expand(max_tokens, -1).contiguous()
 
 
 def nearest_retain_keys(forget_pixels: list[torch.Tensor], retain_pixels: list[torch.Tensor]) -> list[int]:

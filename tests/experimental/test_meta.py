@@ -1,5 +1,5 @@
-"""VKD's attack simulation (vkd_fast.methods.vkd.meta): a zero-valued term whose gradient is the
-simulated attack's penalty gradient, the weights restored, the inputs it needs."""
+"""The attack simulation (vkd_fast.experimental.meta, vkd_experimental's lambda_meta): a zero-valued term
+whose gradient is the simulated attack's penalty gradient, the weights restored, the inputs it needs."""
 
 import _tiny_models as T
 import pytest
@@ -7,6 +7,7 @@ import torch
 from _items import FORGET, RETAIN, qa
 
 import vkd_fast as vf
+from vkd_fast.experimental import VKDExperimental
 from vkd_fast.methods import Batch
 
 
@@ -23,7 +24,7 @@ def test_the_meta_term_adds_the_simulated_attacks_gradient_and_restores_the_weig
     runs = {}
     for lam in (0.0, 2.0):
         model = T.tiny_llava()
-        method = vf.methods.VKD({"lambda_meta": lam, "meta_steps": 2, "forget_augment": 0})
+        method = VKDExperimental({"lambda_meta": lam, "meta_steps": 2, "forget_augment": 0})
         method.prepare(model, forget, RETAIN, tokenizer=tok)
         before = [p.detach().clone() for p in method.parameters()]
         gen = torch.Generator().manual_seed(3)
@@ -42,7 +43,7 @@ def test_the_meta_term_adds_the_simulated_attacks_gradient_and_restores_the_weig
 
 def test_meta_needs_question_kinds_and_a_tokenizer():
     with pytest.raises(ValueError, match="needs tokenizer"):
-        vf.unlearn(T.tiny_llava(), _items(), RETAIN, options={"lambda_meta": 1.0})
+        vf.unlearn(T.tiny_llava(), _items(), RETAIN, method="vkd_experimental", options={"lambda_meta": 1.0})
     one_kind = [{**it, "attribute": "job"} for it in qa(FORGET, "baker")]
     with pytest.raises(ValueError, match="at least two kinds of question"):
-        vf.methods.VKD({"lambda_meta": 1.0}).prepare(T.tiny_llava(), one_kind, RETAIN, tokenizer=T.tiny_tokenizer())
+        VKDExperimental({"lambda_meta": 1.0}).prepare(T.tiny_llava(), one_kind, RETAIN, tokenizer=T.tiny_tokenizer())

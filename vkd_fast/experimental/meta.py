@@ -1,4 +1,5 @@
-"""Attack-simulating unlearning for VKD (the MLAC / TAR family, arXiv 2211.14946, 2408.00761): every
+"""Attack-simulating unlearning for VKD (a research variant: ``vkd_experimental``'s ``lambda_meta``; the
+MLAC / TAR family, arXiv 2211.14946, 2408.00761): every
 ``meta_every`` steps a relearning attack on the vision side is simulated and its outcome penalised.
 
 One simulation: the forget question kinds (attributes, else question texts) are split at random into
@@ -17,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...utils.text import answer_ce
-from ..qa import QAData, full_model_logits
+from ..methods.qa import QAData, full_model_logits
+from ..utils.text import answer_ce
 
 
 def question_kind(item: dict):

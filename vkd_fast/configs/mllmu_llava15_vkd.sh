@@ -3,7 +3,7 @@
 # checkpoint, then score it and the vanilla model with MLLMU-Bench's own protocol over three seeds.
 #
 #   VANILLA=/models/llava-mllmu-vanilla BENCH=/data/MLLMU-Bench TRAIN=/data/baseline_train_split \
-#   OUT=runs/mllmu-vkd bash configs/mllmu_llava15_vkd.sh
+#   OUT=runs/mllmu-vkd bash vkd_fast/configs/mllmu_llava15_vkd.sh
 #
 # VANILLA: the benchmark's vanilla model (LLaVA-1.5-7B fine-tuned on MLLMU-Bench's ft_Data), a local
 # folder in the hub's layout. BENCH: the evaluation copy (forget_5/, retain_95/, Test_Set/, Full_Set/,
