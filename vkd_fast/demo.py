@@ -27,7 +27,7 @@ from .utils.devices import check_device_spec, resolve_device
 from .utils.memory import measure
 from .utils.options import check_types, from_mapping
 from .utils.progress import log_line, progress_bar
-from .utils.text import pad_right
+from .utils.text import encode_prompt, pad_right
 
 #: the shipped demo profile (vkd_fast/configs/demo.yaml)
 DEFAULT_PROFILE = "demo"
@@ -114,7 +114,7 @@ def _log(msg: str) -> None:
 
 def _text_logits(model, tokenizer, items) -> torch.Tensor:
     adapter = get_adapter(model)
-    rows = [tokenizer(adapter.prompt(tokenizer, it["question"]), add_special_tokens=False).input_ids for it in items]
+    rows = [encode_prompt(adapter, tokenizer, it["question"]) for it in items]
     ids, mask = pad_right(rows)
     device = next(model.parameters()).device
     with torch.no_grad():

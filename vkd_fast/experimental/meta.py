@@ -19,11 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..methods.qa import QAData, full_model_logits
+from ..utils.items import question_kind
 from ..utils.text import answer_ce
-
-
-def question_kind(item: dict):
-    return item.get("attribute", item["question"])
 
 
 class AttackSimulator:

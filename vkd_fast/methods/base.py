@@ -159,7 +159,7 @@ class UnlearningMethod:
                 progress: bool = False, world_size: int = 1, seed: int = 0) -> dict:
         """Check the input, move what trains to ``device``, do the one-time set-up and apply the
         trainable set; returns :meth:`set_trainable`'s summary. The model changes in place. ``seed``
-        seeds the method's own set-up draws (e.g. VKD's ``misdirect`` anchor)."""
+        seeds the method's own set-up draws (e.g. VKD's forget-target draws)."""
         from ..adapters import get_adapter
 
         forget, retain = check_items("forget", forget), check_items("retain", retain)

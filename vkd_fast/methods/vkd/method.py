@@ -23,7 +23,7 @@ import torch
 
 from ...cache import ActivationCache
 from ...functional import feature_distill_loss
-from ...utils.text import answer_ce
+from ...utils.text import answer_ce, encode_prompt
 from ..base import UnlearningMethod, entry_generator
 from ..inputs import check_qa
 from ..measure import saved_activation_bytes
@@ -99,8 +99,7 @@ class VKD(UnlearningMethod):
             # (the item's question, else llm_tap_prompt), the same for teacher and student
             for inp, it in zip(self.inputs, items):
                 n = adapter.num_image_tokens(**inp)[0]
-                text = adapter.prompt(ctx.tokenizer, it.get("question") or o.llm_tap_prompt, n_image_tokens=n)
-                ids = torch.tensor([ctx.tokenizer(text, add_special_tokens=False).input_ids])
+                ids = torch.tensor([encode_prompt(adapter, ctx.tokenizer, it.get("question") or o.llm_tap_prompt, n)])
                 inp.update(input_ids=ids, attention_mask=torch.ones_like(ids))
         nf, nr = len(ctx.forget), len(ctx.retain)
         self.f_keys, self.r_keys = list(range(nf)), list(range(nf, nf + nr))
