@@ -206,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p_dm.add_argument("--strict", action="store_true", help="exit 1 when a VKD check fails")
     _device_args(p_dm, "unlearning, evaluation and the attacks (not the toy models' build, always on the CPU)")
     _task_args(p_dm, "demo")
+    _plugin_arg(p_dm)  # a profile may name plug-in methods
     args, rest = parser.parse_known_args(argv)
     if args.command == "unlearn":
         # option overrides (key=value) may stand anywhere after the subcommand; they win over --config
