@@ -96,25 +96,9 @@ def _attack(model, tok, forget_all, grid, vanilla, cache):
 
 
 def _oracle(models):
-    """The vanilla model with V+P re-initialised and trained on the retain people's image questions only."""
-    import vkd_fast as vf
-    from vkd_fast.data import ToyModelConfig
-    from vkd_fast.data.toy_model import build_model, train_on_world
-
-    world, tok = models.world, models.tokenizer
-    model = models.fresh_vanilla()
-    visual = set(vf.adapters.get_adapter(model).trainable_names("vision+projector"))
-    init = dict(build_model(world, tok, ToyModelConfig()).named_parameters())
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if n in visual:
-                p.copy_(init[n])
-            p.requires_grad_(n in visual)
-    train_on_world(model, tok, world, world.retain_ids, list(range(len(world.identities))),
-                   ToyModelConfig(max_steps=1500), "oracle")
-    model.eval()
-    model.requires_grad_(False)
-    return model
+    """The vanilla model with V+P re-initialised and trained on the retain people's image questions only
+    (vkd_fast.data.toy_model: ToyModels.oracle, built once per world and cached with its models)."""
+    return models.oracle(progress=True)
 
 
 def _unlearn(models, name: str):
@@ -162,7 +146,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
         row[f"recovery_{c['mode']}"] = c["recovery"]
         row[f"recovery_{c['mode']}_std"] = c["recovery_std"]
         row[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
-    if name in args.grid or name == "gold":
+    if name in args.grid or (name == "gold" and not args.no_gold_grid):
         grid = _attack(model, tok, forget_all, AttackGrid(seeds=args.grid_seeds), models.vanilla, state["cache"])
         for mode, c in grid["worst"].items():
             row[f"worst_{mode}"] = c["recovery"]
@@ -217,6 +201,57 @@ def summarise(rows: list[dict], worlds: list[int], variants: list[str]) -> tuple
         cost_cell = "–" if math.isnan(cost) else f"{cost:.2f}x"
         md.append(f"| {name} | " + " | ".join(cells) + f" | {time_cell} | {cost_cell} | {passed} |")
     return "\n".join(md), table
+
+
+def paired_statistics(rows: list[dict], worlds: list[int], names: list[str], seeds) -> str:
+    """The paired statistics of docs/method.md §4.4 over every (world, attack seed) cell: per variant and
+    attack mode, the mean recovery, its difference to gold and to the oracle with a two-level bootstrap
+    interval (worlds, then seeds within them), C = (oracle - variant) / (oracle - gold) with its
+    interval, and per world whether the variant's mean is at or under the oracle's (the V+P limit)."""
+    from vkd_fast.eval.stats import gap_closed, paired_bootstrap
+
+    by = {(r["world"], r["variant"]): r for r in rows}
+    lines = [f"Paired statistics over {len(worlds)} worlds x {len(seeds)} attack seeds (default attack; mean "
+             "difference [95% two-level bootstrap interval: worlds, then seeds]; C = (oracle - variant) / (oracle - "
+             "gold): 1 = at gold, 0 = at the V+P limit):", "",
+             "| variant | mode | recovery mean [min, max over worlds] | - gold | - oracle | C | worlds at or under "
+             "the oracle |", "|---|---|---:|---:|---:|---:|---|"]
+    for name in ["gold", *dict.fromkeys(n for n in names if n != "gold")]:
+        for mode in ("llm", "visual"):
+            cells, clusters, per_world = {"m": [], "g": [], "o": []}, [], {}
+            for w in worlds:
+                rs = {k: by.get((w, v)) for k, v in (("m", name), ("g", "gold"), ("o", "oracle"))}
+                if rs["m"] is None or f"recovery_{mode}_seeds" not in rs["m"]:
+                    continue
+                per_world[w] = rs["m"][f"recovery_{mode}"]
+                if rs["g"] is None or rs["o"] is None:
+                    continue
+                trip = zip(*(rs[k][f"recovery_{mode}_seeds"] for k in ("m", "g", "o")))
+                for m, g, o in trip:
+                    if not any(math.isnan(x) for x in (m, g, o)):
+                        cells["m"].append(m), cells["g"].append(g), cells["o"].append(o), clusters.append(w)
+            if not per_world:
+                continue
+            vals = list(per_world.values())
+            fmt = lambda d: f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"  # noqa: E731
+            vs_g = vs_o = c = "–"
+            if cells["m"]:
+                if name != "gold":
+                    vs_g = fmt(paired_bootstrap(cells["m"], cells["g"], clusters=clusters))
+                if name != "oracle":
+                    vs_o = fmt(paired_bootstrap(cells["m"], cells["o"], clusters=clusters))
+                if name not in ("gold", "oracle"):
+                    gc = gap_closed(cells["m"], cells["o"], cells["g"], clusters=clusters)
+                    c = ("n/a" if math.isnan(gc["value"])
+                         else f"{gc['value']:+.2f} [{gc['low']:+.2f}, {gc['high']:+.2f}]")
+            under = "–"
+            if name != "oracle" and all(by.get((w, "oracle")) for w in per_world):
+                ok = [w for w in per_world if per_world[w] <= by[(w, "oracle")][f"recovery_{mode}"] + 1e-9]
+                missed = sorted(set(per_world) - set(ok))
+                under = f"{len(ok)}/{len(per_world)}" + (f" (not: {', '.join(map(str, missed))})" if missed else "")
+            lines.append(f"| {name} | {mode} | {_mean(vals):+.2f} [{min(vals):+.2f}, {max(vals):+.2f}] | {vs_g} | "
+                         f"{vs_o} | {c} | {under} |")
+    return "\n".join(lines)
 
 
 def plot(rows, path):
@@ -280,6 +315,10 @@ def main(argv=None) -> int:
     ap.add_argument("--grid-seeds", default="0,1,2")
     ap.add_argument("--oracle", action="store_true", help="also the oracle reference (trains a V+P, ~3 min a world)")
     ap.add_argument("--fresh", action="store_true", help="recompute cells kept from an earlier run")
+    ap.add_argument("--no-gold-grid", action="store_true",
+                    help="gold gets the attack grid only when a variant does (by default gold always does)")
+    ap.add_argument("--tag", default="", help="keep this study's cells in cells/<tag>/ and write "
+                                              "results/robustness_study_<tag>.{csv,md,png} (e.g. stats5x5)")
     ap.add_argument("--cost", type=int, default=0, metavar="N",
                     help="only time the unlearning of v0 and of --variants back to back on the first world, N runs "
                          "each, interleaved (no evaluation); writes results/robustness_cost.json. The cells' own "
@@ -301,11 +340,13 @@ def main(argv=None) -> int:
     from vkd_fast.adapters import get_adapter
     from vkd_fast.data import ToyWorld, ToyWorldConfig, load_toy_models
     from vkd_fast.eval import evaluate, toy_eval_sets
-    from vkd_fast.utils.text import pad_right
+    from vkd_fast.utils.text import encode_prompt, pad_right
 
     if args.cost:
         return _cost(worlds[0], [v for v in variants if v != "v0"], args.cost)
-    CELLS.mkdir(parents=True, exist_ok=True)
+    cells = CELLS / args.tag if args.tag else CELLS  # a tagged study keeps its cells apart
+    cells.mkdir(parents=True, exist_ok=True)
+    out_stem = RESULTS / ("robustness_study" + (f"_{args.tag}" if args.tag else ""))
     rows = []
     env = H.environment()
     for w in worlds:
@@ -316,8 +357,7 @@ def main(argv=None) -> int:
 
         def text(model, _tok=tok, _items=probe_items):
             ad = get_adapter(model)
-            ids, mask = pad_right([_tok(ad.prompt(_tok, it["question"]), add_special_tokens=False).input_ids
-                                   for it in _items])
+            ids, mask = pad_right([encode_prompt(ad, _tok, it["question"]) for it in _items])
             with torch.no_grad():
                 return ad.text_logits(ids, mask)
 
@@ -326,15 +366,17 @@ def main(argv=None) -> int:
                      **{k: v for k, v in evaluate(models.vanilla, tok, sets).items() if k != "n"}})
         names = ["gold"] + (["oracle"] if args.oracle else []) + (["v0"] if "v0" not in variants else []) + variants
         for name in names:
-            path = CELLS / f"world{w}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}.json"
+            path = cells / f"world{w}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}.json"
             if path.exists() and not args.fresh:
                 row = json.loads(path.read_text())
-                if (name not in args.grid and name != "gold") or "worst_visual" in row:
+                seeds_ok = row.get("attack_seeds", list(args.attack_seeds)) == list(args.attack_seeds)
+                if seeds_ok and ((name not in args.grid and (name != "gold" or args.no_gold_grid))
+                                 or "worst_visual" in row):
                     rows.append(row)
                     continue
             t0 = time.perf_counter()
             row = run_cell(w, name, args, models, sets, state)
-            row["environment"] = env
+            row["environment"], row["attack_seeds"] = env, list(args.attack_seeds)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(row, indent=1))
             tmp.replace(path)
@@ -351,18 +393,19 @@ def main(argv=None) -> int:
               "Cells: mean [min, max] over worlds; accuracies in %.")
     fails = "\n".join(f"- world {r['world']} {r['variant']}: " + ("; ".join(r["bars_failed"]) or "all bars met")
                       for r in table)
-    (RESULTS / "robustness_study.md").write_text(f"{header}\n\n{md}\n\nBars failed per world:\n\n{fails}\n")
+    stats_md = paired_statistics(rows, worlds, ["oracle", "v0", *variants], args.attack_seeds)
+    (out_stem.with_suffix(".md")).write_text(f"{header}\n\n{md}\n\nBars failed per world:\n\n{fails}\n\n{stats_md}\n")
     keys = ["world", "variant", "forget_vqa", "forget_vqa_unseen", "forget_qa", "retain_vqa", "retain_qa",
             "collapse_share", "identity_probe", "recovery_llm", "recovery_llm_std", "recovery_visual",
             "recovery_visual_std", "worst_llm", "worst_visual", "seconds", "cost_vs_v0", "bars_passed", "bars_total",
             "text_identical", "options"]
-    with open(RESULTS / "robustness_study.csv", "w", newline="") as f:
+    with open(out_stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         for r in rows:
             writer.writerow({k: r.get(k) for k in keys})
-    plot([r for r in rows if r["variant"] != "vanilla"], RESULTS / "robustness_study.png")
-    print(f"\n{header}\n\n{md}\n\nwrote {RESULTS / 'robustness_study'}.{{csv,md,png}}")
+    plot([r for r in rows if r["variant"] != "vanilla"], out_stem.with_suffix(".png"))
+    print(f"\n{header}\n\n{md}\n\n{stats_md}\n\nwrote {out_stem}.{{csv,md,png}}")
     return 0
 
 

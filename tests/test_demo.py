@@ -16,10 +16,10 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     config = DemoConfig(methods=("vkd", "grad_diff"), overrides={"grad_diff": {"steps": 30}},
                         attack=AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(10,), seeds=(0, 1)),
                         worst_grid=AttackGrid(splits=("attributes:job,city", "attributes:hobby,pet"), lrs=(1e-3,),
-                                              steps=(10,), seeds=(0,)))
+                                              steps=(10,), seeds=(0,)), oracle_steps=400, bootstrap_draws=2000)
     report = run_demo(models, config, output_dir=tmp_path, progress=False, environment={"test": True})
     rows = {r["method"]: r for r in report["rows"]}
-    assert list(rows) == ["vanilla", "gold", "vkd", "grad_diff"]
+    assert list(rows) == ["vanilla", "gold", "oracle", "vkd", "grad_diff"]
     v, g, k = rows["vanilla"], rows["gold"], rows["vkd"]
     chance = 1 / 8
     # the issue's bars, restated from the rows (independently of the report's own checks)
@@ -35,10 +35,32 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     seeds = report["details"]["vkd"]["relearn"]["default"]["cells"]
     assert all(len(c["recoveries"]) == 2 for c in seeds)  # a mean over the two attack seeds
     assert {"worst_llm", "worst_visual"} <= set(k) and {"worst_llm", "worst_visual"} <= set(g)
-    assert len(report["checks"]) == 11
-    failed = {c["check"].split(" <=")[0].split(" in [")[0] for c in report["checks"] if not c["ok"]}
-    assert failed <= {"relearn llm (default attack, mean over seeds)", "relearn llm worst case over the grid",
-                      "relearn visual worst case over the grid"}, failed
+    assert len(report["checks"]) == 13
+    failed = {c["check"] for c in report["checks"] if not c["ok"]}
+    measured = {"relearn llm (default attack, mean over seeds) <= gold + 0.10",
+                "relearn llm worst case over the grid <= gold's worst + 0.15",
+                "relearn visual worst case over the grid <= gold's worst + 0.15",
+                # the V+P limit: measured, not promised (the README's Robustness section)
+                "relearn llm (default attack, mean over seeds) <= oracle + 0.00 (the V+P limit)",
+                "relearn visual (default attack, mean over seeds) <= oracle + 0.00 (the V+P limit)"}
+    assert failed <= measured, failed
+    # the oracle is a reference row like gold: the same keys, attacked the same way
+    o = rows["oracle"]
+    assert set(o) == set(g) and {"recovery_llm", "recovery_visual", "worst_llm", "worst_visual"} <= set(o)
+    assert o["forget_qa"] == v["forget_qa"] and o["retain_vqa"] >= 0.95
+    # paired statistics over attack seeds, recomputed here from the per-seed recoveries
+    stats = report["details"]["vkd"]["stats"]["visual"]
+    mine = stats["recoveries"]
+    gold_r = report["details"]["gold"]["stats"]["visual"]["recoveries"]
+    oracle_r = report["details"]["oracle"]["stats"]["visual"]["recoveries"]
+    assert len(mine) == len(gold_r) == len(oracle_r) == 2
+    assert stats["vs_gold"]["mean"] == pytest.approx(sum(mine) / 2 - sum(gold_r) / 2)
+    assert stats["vs_oracle"]["mean"] == pytest.approx(sum(mine) / 2 - sum(oracle_r) / 2)
+    assert stats["vs_gold"]["low"] <= stats["vs_gold"]["mean"] <= stats["vs_gold"]["high"]
+    if sum(oracle_r) != sum(gold_r):
+        assert stats["gap_closed"]["value"] == pytest.approx((sum(oracle_r) - sum(mine)) / (sum(oracle_r) - sum(gold_r)))
+    assert "vs_oracle" not in report["details"]["oracle"]["stats"]["visual"]  # not against itself
+    assert "C " in (tmp_path / "report.md").read_text() or "C n/a" in (tmp_path / "report.md").read_text()
     for r in (k, rows["grad_diff"], g):
         assert {"recovery_llm", "recovery_visual", "identity_probe"} <= set(r)
     assert k["trainable"] > 0 and k["seconds"] > 0 and rows["grad_diff"]["steps"] <= 30
@@ -46,7 +68,7 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     assert k["state_mib"] > 16 * k["trainable"] / 2**20  # > : the teacher cache adds its bytes
     assert rows["grad_diff"]["state_mib"] == pytest.approx(16 * rows["grad_diff"]["trainable"] / 2**20)
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["rows"][2]["method"] == "vkd" and saved["environment"] == {"test": True}
+    assert saved["rows"][3]["method"] == "vkd" and saved["environment"] == {"test": True}
     assert "| vkd |" in (tmp_path / "report.md").read_text() and (tmp_path / "report.png").stat().st_size > 1000
 
 

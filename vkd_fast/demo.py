@@ -7,6 +7,7 @@ by default the shipped ``vkd_fast/configs/demo.yaml`` (:func:`load_profile`)."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .adapters import get_adapter
+from .data.toy_model import ORACLE_STEPS
 from .engine import UnlearnConfig, unlearn
 from .eval import evaluate
 from .eval.bars import Bars, unlearning_bars
@@ -21,6 +23,7 @@ from .eval.metrics import multiple_choice
 from .eval.probe import identity_probe
 from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
+from .eval.stats import gap_closed, paired_bootstrap
 from .methods import create_method, get_method
 from .tasks.toy import toy_eval_sets
 from .utils.devices import check_device_spec, resolve_device
@@ -79,6 +82,14 @@ class DemoConfig:
     worst_grid: AttackGrid | None = field(default_factory=lambda: AttackGrid(
         splits=("attributes:job,city", "attributes:hobby,pet"), lrs=(1e-4, 1e-3), steps=(40, 200), seeds=(0,)))
     early_stop_every: int = 5  # baselines: steps between forget-accuracy checks
+    #: the oracle reference row (the V+P-only limit: the vanilla LLM with a V+P trained on retain people
+    #: only; built on first use per world and cached): attacked like gold, so the checks can say both
+    #: "at the V+P limit" and "at gold level", and every method's recovery gets intervals against both
+    oracle: bool = True
+    #: the oracle's training schedule (vkd_fast.data.toy_model.ORACLE_STEPS; each length is cached apart)
+    oracle_steps: int = ORACLE_STEPS
+    #: bootstrap draws of the paired intervals (method - gold, method - oracle, C) over attack seeds
+    bootstrap_draws: int = 10000
     bars: Bars = field(default_factory=Bars)  # what VKD is held to (PASS / FAIL at the end)
     #: where unlearning, evaluation and the attacks run ("auto": the accelerator when one is visible);
     #: the toy models are built on the CPU. Float results differ between devices.
@@ -152,11 +163,15 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     def probe(model):
         return identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"], sets["forget_vqa_unseen"])["accuracy"]
 
-    for name, model in (("vanilla", models.vanilla), ("gold", models.gold)):
+    references = [("vanilla", models.vanilla), ("gold", models.gold)]
+    if config.oracle:
+        references.append(("oracle", models.oracle(config.oracle_steps, progress=progress).to(device)))
+    for name, model in references:
         rows[name] = {"method": name, **_flat(evaluate(model, tok, sets)), "identity_probe": probe(model)}
     if progress:
-        _log(f"vanilla: forget VQA {rows['vanilla']['forget_vqa']:.3f}, gold: {rows['gold']['forget_vqa']:.3f}, "
-             f"chance {chance:.3f}")
+        oracle = f", oracle: {rows['oracle']['forget_vqa']:.3f}" if "oracle" in rows else ""
+        _log(f"vanilla: forget VQA {rows['vanilla']['forget_vqa']:.3f}, gold: {rows['gold']['forget_vqa']:.3f}"
+             f"{oracle}, chance {chance:.3f}")
     stop_at = max(chance, rows["gold"]["forget_vqa"])
     stages = None
     if progress:
@@ -217,18 +232,23 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         del model
         if stages is not None:
             stages.update(1)
-    if stages is not None:
-        stages.set_postfix(method="gold (attack)")
-    details["gold"] = {"relearn": {"default": attack(models.gold, config.attack, rows["gold"], "recovery")}}
-    if "vkd" in config.methods and config.worst_grid is not None:
-        details["gold"]["relearn"]["grid"] = attack(models.gold, config.worst_grid, rows["gold"], "worst")
+    for name, model in references[1:]:  # the references' attacks: gold, and the oracle
+        if stages is not None:
+            stages.set_postfix(method=f"{name} (attack)")
+        details[name] = {"relearn": {"default": attack(model, config.attack, rows[name], "recovery")}}
+        if "vkd" in config.methods and config.worst_grid is not None:
+            details[name]["relearn"]["grid"] = attack(model, config.worst_grid, rows[name], "worst")
     if stages is not None:
         stages.update(1)
         stages.close()
+    for name in ["gold", "oracle", *config.methods]:
+        if name in details:
+            details[name]["stats"] = recovery_stats(details, name, n_boot=config.bootstrap_draws)
 
-    ordered = [rows["vanilla"], rows["gold"]] + [rows[m] for m in config.methods]
+    ordered = [rows[n] for n in ("vanilla", "gold", "oracle") if n in rows] + [rows[m] for m in config.methods]
     checks = (unlearning_bars(rows["vkd"], rows["gold"], rows["vanilla"], chance, bars=config.bars,
-                              text_identical=details["vkd"]["text_logits_identical"]) if "vkd" in rows else [])
+                              text_identical=details["vkd"]["text_logits_identical"], oracle=rows.get("oracle"))
+              if "vkd" in rows else [])
     report = {
         "title": "vkd_fast toy-world demo",
         "world": world.describe(), "models": {"path": str(models.path), "build": models.build},
@@ -245,9 +265,45 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         write_json(out / "report.json", report)
         notes = "\n".join(f"- {'PASS' if c['ok'] else 'FAIL'}: VKD {c['check']} (value {_num(c['value'])}, "
                           f"bound {_num(c['bound'])})" for c in checks)
+        stats = stats_lines(report)
+        if stats:
+            notes += ("\n\nRelearning recovery, paired over attack seeds (mean difference [95% bootstrap interval]; "
+                      "C = (oracle - method) / (oracle - gold)):\n\n" + "\n".join(f"- {s}" for s in stats))
         write_markdown(out / "report.md", ordered, "Toy-world comparison (accuracies in %)", notes)
         plot(out / "report.png", ordered, chance, "vkd_fast toy world: forget / retain accuracy and relearning")
     return report
+
+
+def _seed_recoveries(relearn: dict) -> dict[str, list[float]]:
+    """mode -> the default attack's recoveries, cell by cell and seed by seed (the pairing order)."""
+    out: dict[str, list[float]] = {}
+    for cell in relearn["default"]["cells"]:
+        out.setdefault(cell["mode"], []).extend(cell["recoveries"])
+    return out
+
+
+def recovery_stats(details: dict, name: str, n_boot: int = 10000) -> dict:
+    """Per attack mode: ``name``'s recoveries per attack seed, and -- paired seed by seed -- the mean
+    difference to gold and to the oracle with bootstrap intervals, and C = (oracle - method) /
+    (oracle - gold) with its interval (:mod:`vkd_fast.eval.stats`). Cells whose recovery is
+    undefined (NaN) are left out of the pairing, on both sides."""
+    mine = _seed_recoveries(details[name]["relearn"])
+    refs = {ref: _seed_recoveries(details[ref]["relearn"]) for ref in ("gold", "oracle")
+            if ref in details and ref != name}
+    out = {}
+    for mode, values in mine.items():
+        entry: dict = {"recoveries": values}
+        for ref, theirs in refs.items():
+            pairs = [(a, b) for a, b in zip(values, theirs.get(mode, [])) if not (math.isnan(a) or math.isnan(b))]
+            if pairs:
+                entry[f"vs_{ref}"] = paired_bootstrap([a for a, _ in pairs], [b for _, b in pairs], n_boot=n_boot)
+        if {"gold", "oracle"} <= set(refs):
+            triples = [t for t in zip(values, refs["oracle"].get(mode, []), refs["gold"].get(mode, []))
+                       if not any(math.isnan(x) for x in t)]
+            if triples:
+                entry["gap_closed"] = gap_closed(*zip(*triples), n_boot=n_boot)
+        out[mode] = entry
+    return out
 
 
 def _num(value) -> str:
@@ -265,10 +321,35 @@ def summary(report: dict) -> str:
     lines = [text_table(report["rows"]), "",
              f"accuracies in %, chance {100 * report['chance']:.1f}%; relearning recovery: 0 = nothing regained, "
              "1 = back to the vanilla model"]
+    stats = stats_lines(report)
+    if stats:
+        lines += ["", "relearning recovery per method, paired over attack seeds (mean difference [95% bootstrap "
+                      "interval]; C = (oracle - method) / (oracle - gold): 1 = at gold, 0 = at the V+P limit):"]
+        lines += [f"  {line}" for line in stats]
     for c in report["checks"]:
         verdict = "PASS" if c["ok"] else "FAIL"
         lines.append(f"  {verdict}  VKD {c['check']}: {_num(c['value'])} (bound {_num(c['bound'])})")
     return "\n".join(lines)
 
 
-__all__ = ["DEFAULT_PROFILE", "DemoConfig", "load_profile", "markdown_table", "run_demo", "summary"]
+def stats_lines(report: dict) -> list[str]:
+    """One line per (method, attack mode) with intervals against gold and the oracle, and C."""
+    out = []
+    for row in report["rows"]:
+        stats = report["details"].get(row["method"], {}).get("stats", {})
+        for mode, s in stats.items():
+            parts = [f"{row['method']:<12} {mode:<6} seeds " + ", ".join(f"{r:+.2f}" for r in s["recoveries"])]
+            for ref in ("gold", "oracle"):
+                if f"vs_{ref}" in s:
+                    d = s[f"vs_{ref}"]
+                    parts.append(f"vs {ref} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
+            if "gap_closed" in s:
+                c = s["gap_closed"]
+                parts.append("C n/a (oracle = gold)" if math.isnan(c["value"]) else
+                             f"C {c['value']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]")
+            out.append("; ".join(parts))
+    return out
+
+
+__all__ = ["DEFAULT_PROFILE", "DemoConfig", "load_profile", "markdown_table", "recovery_stats", "run_demo",
+           "stats_lines", "summary"]

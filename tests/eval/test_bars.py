@@ -40,3 +40,17 @@ def test_missing_inputs_leave_their_bars_out():
     assert len(checks) == 8 and not any("worst" in c["check"] for c in checks)
     assert [c["ok"] for c in checks if c["check"].startswith("collapse")] == [False]
     assert not unlearning_bars(GOOD, GOLD, VANILLA, 0.125, text_identical=False)[-1]["ok"]
+
+
+def test_the_v_p_limit_bars_with_an_oracle_row():
+    oracle = {"recovery_llm": 0.2, "recovery_visual": 0.4}
+    checks = unlearning_bars(GOOD, GOLD, VANILLA, chance=0.125, oracle=oracle)
+    limit = [c for c in checks if "(the V+P limit)" in c["check"]]
+    assert [c["check"].split(" (default")[0] for c in limit] == ["relearn llm", "relearn visual"]
+    assert all(c["ok"] for c in limit) and [c["bound"] for c in limit] == [0.2, 0.4]  # at or under the oracle
+    lower = {**oracle, "recovery_llm": 0.19}  # the row now regains more than the oracle, still <= gold + 0.10
+    over = unlearning_bars(GOOD, GOLD, VANILLA, chance=0.125, oracle=lower)
+    bad = [c["check"] for c in over if not c["ok"]]
+    assert bad == ["relearn llm (default attack, mean over seeds) <= oracle + 0.00 (the V+P limit)"]
+    margin = unlearning_bars(GOOD, GOLD, VANILLA, chance=0.125, oracle=lower, bars=Bars(oracle_margin=0.05))
+    assert all(c["ok"] for c in margin)

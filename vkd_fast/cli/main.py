@@ -201,7 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     p_dm.add_argument("--attack-seeds", default="0,1,2",
                       help="seeds of the default attack: the relearn columns are the mean over them (default 0,1,2)")
     p_dm.add_argument("--no-grid", action="store_true",
-                      help="skip the attack grid whose worst case is shown for VKD and gold (faster)")
+                      help="skip the attack grid whose worst case is shown for VKD, gold and the oracle (faster)")
+    p_dm.add_argument("--no-oracle", action="store_true",
+                      help="skip the oracle reference row (the V+P-only limit: the vanilla LLM with a vision tower "
+                           "and projector trained on retain people only; built on first use per world, ~1-3 min on "
+                           "2 CPU cores, then cached)")
     p_dm.add_argument("--rebuild", action="store_true", help="retrain the vanilla and gold models")
     p_dm.add_argument("--strict", action="store_true", help="exit 1 when a VKD check fails")
     _device_args(p_dm, "unlearning, evaluation and the attacks (not the toy models' build, always on the CPU)")

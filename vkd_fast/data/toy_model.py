@@ -35,6 +35,9 @@ from .toy import ToyWorld, ToyWorldConfig
 
 #: bump when the training recipe changes in a way that changes the models (invalidates caches)
 BUILD_VERSION = 2
+#: the oracle's schedule length (the robustness study's): a V+P from scratch needs more steps than the
+#: vanilla build's 600 (it stops earlier once both accuracies reach the target)
+ORACLE_STEPS = 1500
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 
 
@@ -275,6 +278,60 @@ class ToyModels:
     def fresh_vanilla(self) -> torch.nn.Module:
         """A new copy of the vanilla model, loaded from the cache (to unlearn without touching ``vanilla``)."""
         return _load(self.path / "vanilla")
+
+    def oracle(self, steps: int = ORACLE_STEPS, progress: bool = False) -> torch.nn.Module:
+        """The V+P-only limit (docs/method.md §4.4): the vanilla model's language model, frozen, with a
+        vision tower and projector re-initialised and trained on the retain people's image questions
+        only -- the best a method that keeps the LLM (as VKD does) could hope for. Built on first use
+        (``steps``: the schedule's length, default :data:`ORACLE_STEPS`) and cached beside the
+        vanilla and gold models; frozen, in eval mode."""
+        check_positive_int("steps", steps)
+        folder = self.path / f"oracle-{steps}"
+        if not (folder / "oracle.json").exists():
+            if progress:
+                print(f"[vkd-fast] building the toy world's oracle (a V+P trained on retain people only) into "
+                      f"{folder} (first run only)", file=sys.stderr, flush=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=self.path))
+            try:
+                model, info = build_oracle(self, steps, progress)
+                model.save_pretrained(tmp)
+                _save_processor(model, tmp)
+                (tmp / "oracle.json").write_text(json.dumps(info, indent=2))
+                try:
+                    tmp.rename(folder)
+                except OSError:  # another process finished the same build first: keep theirs
+                    if not (folder / "oracle.json").exists():
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return _load(folder)
+
+
+def build_oracle(models: ToyModels, steps: int = ORACLE_STEPS, progress: bool = False) -> tuple[torch.nn.Module, dict]:
+    """(the oracle model, its build record): a fresh copy of the vanilla model whose vision tower and
+    projector are re-initialised as the build initialises them, then trained (the LLM frozen) on the
+    retain people's image questions; text questions of everyone stay in the batches, as in the
+    vanilla build, and cannot change anything (no trainable tensor reaches them)."""
+    from ..adapters import get_adapter
+
+    world, tokenizer = models.world, models.tokenizer
+    config = ToyModelConfig(**{**models.build.get("model", {}), "max_steps": steps})
+    model = models.fresh_vanilla()
+    visual = set(get_adapter(model).trainable_names("vision+projector"))
+    init = dict(build_model(world, tokenizer, config).named_parameters())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in visual:
+                p.copy_(init[name])
+            p.requires_grad_(name in visual)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*no preprocessor config", category=UserWarning)
+        info = train_on_world(model, tokenizer, world, world.retain_ids, list(range(len(world.identities))), config,
+                              "oracle", progress)
+    model.eval()
+    model.requires_grad_(False)
+    return model, {"world": world.config.to_dict(), "model": config.to_dict(), "version": BUILD_VERSION,
+                   "trained": sorted(visual), "oracle": info}
 
 
 def _load(path: Path):

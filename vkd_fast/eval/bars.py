@@ -7,7 +7,9 @@ attack grid, each cell a mean over seeds). Accuracies and shares are fractions (
 
 * relearning, both modes: default attack <= gold's + ``recovery_margin``; worst grid cell <= gold's
   worst + ``worst_margin`` (gold, not the baselines, is the reference: a baseline that damages the
-  model can score below zero);
+  model can score below zero); with an ``oracle`` row (the V+P-only limit: the vanilla LLM with a V+P
+  trained on retain people only), also default attack <= the oracle's + ``oracle_margin``: "at the
+  V+P limit", which a method that keeps the LLM can reach where "at gold level" may be out of reach;
 * forget VQA on training and on unseen images within [min(chance, gold) - m, max(chance, gold) + m]
   (answering wrong on purpose is a fingerprint too);
 * answer collapse <= gold's + ``collapse_margin``;
@@ -28,6 +30,7 @@ class Bars:
     forget_margin: float = 0.05
     collapse_margin: float = 0.10
     retain_tolerance: float = 0.02
+    oracle_margin: float = 0.0
 
 
 def _check(name: str, value, bound, ok: bool) -> dict:
@@ -35,7 +38,7 @@ def _check(name: str, value, bound, ok: bool) -> dict:
 
 
 def unlearning_bars(row: dict, gold: dict, vanilla: dict, chance: float, *, text_identical: bool | None = None,
-                    bars: Bars | None = None, modes=("llm", "visual")) -> list[dict]:
+                    bars: Bars | None = None, modes=("llm", "visual"), oracle: dict | None = None) -> list[dict]:
     """Each bar with its value, bound and pass/fail. Bars whose inputs are missing from the rows (e.g.
     no attack grid was run) are left out."""
     b = bars or Bars()
@@ -47,6 +50,12 @@ def unlearning_bars(row: dict, gold: dict, vanilla: dict, chance: float, *, text
             bound = gold[key] + b.recovery_margin
             out.append(_check(f"relearn {mode} (default attack, mean over seeds) <= gold + {b.recovery_margin:.2f}",
                               row[key], bound, not math.isnan(row[key]) and row[key] <= bound + eps))
+    for mode in modes:
+        key = f"recovery_{mode}"
+        if oracle is not None and key in row and key in oracle:
+            bound = oracle[key] + b.oracle_margin
+            out.append(_check(f"relearn {mode} (default attack, mean over seeds) <= oracle + {b.oracle_margin:.2f} "
+                              "(the V+P limit)", row[key], bound, not math.isnan(row[key]) and row[key] <= bound + eps))
     for mode in modes:
         key = f"worst_{mode}"
         if row.get(key) is not None and gold.get(key) is not None:

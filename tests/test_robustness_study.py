@@ -1,0 +1,36 @@
+"""The robustness study's paired statistics (benchmarks/robustness_study.py paired_statistics) on
+hand-made cells, against the formulas recomputed here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import robustness_study as R  # noqa: E402
+
+
+def _row(world, variant, llm, visual):
+    return {"world": world, "variant": variant, "recovery_llm": sum(llm) / len(llm), "recovery_llm_seeds": llm,
+            "recovery_visual": sum(visual) / len(visual), "recovery_visual_seeds": visual}
+
+
+def test_paired_statistics_table():
+    rows = [_row(0, "gold", [0.0, 0.1, 0.2], [0.0, 0.0, 0.3]), _row(0, "oracle", [0.5, 0.5, 0.5], [0.6, 0.9, 0.6]),
+            _row(0, "default", [0.2, 0.3, 0.4], [0.3, 0.6, 0.6]),
+            _row(1, "gold", [0.1, 0.1, 0.1], [0.1, 0.2, 0.0]), _row(1, "oracle", [0.4, 0.3, 0.5], [0.5, 0.4, 0.6]),
+            _row(1, "default", [0.5, 0.6, 0.7], [0.7, 0.8, 0.9])]
+    md = R.paired_statistics(rows, [0, 1], ["oracle", "default"], (0, 1, 2))
+    line = next(x for x in md.splitlines() if x.startswith("| default | visual |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    m = [0.3, 0.6, 0.6, 0.7, 0.8, 0.9]
+    g = [0.0, 0.0, 0.3, 0.1, 0.2, 0.0]
+    o = [0.6, 0.9, 0.6, 0.5, 0.4, 0.6]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    assert cells[2].startswith(f"{(0.5 + 0.8) / 2:+.2f} [+0.50, +0.80]")  # mean over worlds [min, max]
+    assert cells[3].startswith(f"{mean(m) - mean(g):+.2f} [")
+    assert cells[4].startswith(f"{mean(m) - mean(o):+.2f} [")
+    assert cells[5].startswith(f"{(mean(o) - mean(m)) / (mean(o) - mean(g)):+.2f} [")
+    assert cells[6] == "1/2 (not: 1)"  # world 1: 0.80 > the oracle's 0.50
+    gold_line = next(x for x in md.splitlines() if x.startswith("| gold | llm |"))
+    assert "| – |" in gold_line  # gold is not compared with itself
