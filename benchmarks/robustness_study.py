@@ -114,6 +114,27 @@ def _unlearn(models, name: str):
     return model, time.perf_counter() - t0
 
 
+def _audit(model, models, sets) -> dict:
+    """The membership-inference audit (vkd_fast.eval.privacy): the forget people's training images
+    against as many strangers' images; AUCs of the loss and Min-K% scores."""
+    from vkd_fast.eval.privacy import privacy_audit
+
+    world = models.world
+    out = privacy_audit(model, models.tokenizer, sets["forget_vqa"], world.stranger_items(len(world.forget_ids)))
+    return {"mia_auc": out["auc_loss"], "mia_auc_min_k": out["auc_min_k"]}
+
+
+def _audit_cell(name: str, models, sets) -> dict:
+    """The audit for a cell computed before the study had it (the model rebuilt deterministically)."""
+    if name == "gold":
+        model = models.gold
+    elif name == "oracle":
+        model = _oracle(models)
+    else:
+        model = _unlearn(models, name)[0].eval()
+    return _audit(model, models, sets)
+
+
 def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
     from vkd_fast.eval import evaluate
     from vkd_fast.eval.probe import identity_probe
@@ -140,6 +161,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
     row.update({k: v for k, v in evaluate(model, tok, sets).items() if k != "n"})
     row["identity_probe"] = identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"],
                                            sets["forget_vqa_unseen"])["accuracy"]
+    row.update(_audit(model, models, sets))
     default = _attack(model, tok, forget_all, AttackGrid.default_attack(args.attack_seeds), models.vanilla,
                       state["cache"])
     for c in default["cells"]:
@@ -216,6 +238,7 @@ def paired_statistics(rows: list[dict], worlds: list[int], names: list[str], see
              "gold): 1 = at gold, 0 = at the V+P limit):", "",
              "| variant | mode | recovery mean [min, max over worlds] | - gold | - oracle | C | worlds at or under "
              "the oracle |", "|---|---|---:|---:|---:|---:|---|"]
+    privacy = privacy_lines(by, worlds, ["gold", *dict.fromkeys(n for n in names if n != "gold")])
     for name in ["gold", *dict.fromkeys(n for n in names if n != "gold")]:
         for mode in ("llm", "visual"):
             cells, clusters, per_world = {"m": [], "g": [], "o": []}, [], {}
@@ -251,7 +274,31 @@ def paired_statistics(rows: list[dict], worlds: list[int], names: list[str], see
                 under = f"{len(ok)}/{len(per_world)}" + (f" (not: {', '.join(map(str, missed))})" if missed else "")
             lines.append(f"| {name} | {mode} | {_mean(vals):+.2f} [{min(vals):+.2f}, {max(vals):+.2f}] | {vs_g} | "
                          f"{vs_o} | {c} | {under} |")
-    return "\n".join(lines)
+    return "\n".join(lines + ([""] + privacy if privacy else []))
+
+
+def privacy_lines(by: dict, worlds: list[int], names: list[str]) -> list[str]:
+    """The membership-inference audit per variant: AUCs (forget people's training images vs strangers')
+    and MUSE's privacy leak (AUC - gold's) / gold's, mean [min, max] over worlds."""
+    from vkd_fast.eval.privacy import privacy_leak
+
+    out = ["Privacy audit (membership inference, the forget people's training images vs strangers'; AUC 0.5: "
+           "indistinguishable; leak = (AUC - gold's) / gold's, 0 at gold; mean [min, max] over worlds):", "",
+           "| variant | AUC loss | AUC min-k | privacy leak |", "|---|---:|---:|---:|"]
+    for name in names:
+        rs = [(w, by.get((w, name))) for w in worlds]
+        rs = [(w, r) for w, r in rs if r is not None and "mia_auc" in r]
+        if not rs:
+            continue
+        cols = []
+        for key in ("mia_auc", "mia_auc_min_k"):
+            vals = [r[key] for _, r in rs]
+            cols.append(f"{_mean(vals):.2f} [{min(vals):.2f}, {max(vals):.2f}]")
+        leaks = [privacy_leak(r["mia_auc"], by[(w, "gold")]["mia_auc"]) for w, r in rs
+                 if by.get((w, "gold"), {}).get("mia_auc")]
+        cols.append(f"{_mean(leaks):+.2f} [{min(leaks):+.2f}, {max(leaks):+.2f}]" if leaks else "–")
+        out.append(f"| {name} | " + " | ".join(cols) + " |")
+    return out if len(out) > 4 else []
 
 
 def plot(rows, path):
@@ -372,6 +419,11 @@ def main(argv=None) -> int:
                 seeds_ok = row.get("attack_seeds", list(args.attack_seeds)) == list(args.attack_seeds)
                 if seeds_ok and ((name not in args.grid and (name != "gold" or args.no_gold_grid))
                                  or "worst_visual" in row):
+                    if "mia_auc" not in row:  # a cell from before the privacy audit: add it, nothing else
+                        row.update(_audit_cell(name, models, sets))
+                        tmp = path.with_suffix(".tmp")
+                        tmp.write_text(json.dumps(row, indent=1))
+                        tmp.replace(path)
                     rows.append(row)
                     continue
             t0 = time.perf_counter()

@@ -63,6 +63,11 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     assert "C " in (tmp_path / "report.md").read_text() or "C n/a" in (tmp_path / "report.md").read_text()
     for r in (k, rows["grad_diff"], g):
         assert {"recovery_llm", "recovery_visual", "identity_probe"} <= set(r)
+    # the privacy audit on every row: vanilla's forget images are told from strangers', gold is the zero
+    for r in rows.values():
+        assert {"mia_auc", "mia_auc_min_k", "privacy_leak"} <= set(r) and 0 <= r["mia_auc"] <= 1
+    assert v["mia_auc"] > 0.9 and g["privacy_leak"] == 0.0
+    assert v["privacy_leak"] == pytest.approx((v["mia_auc"] - g["mia_auc"]) / g["mia_auc"])
     assert k["trainable"] > 0 and k["seconds"] > 0 and rows["grad_diff"]["steps"] <= 30
     # weights + grads + 2 AdamW moments of the trained tensors, plus the teacher cache for VKD
     assert k["state_mib"] > 16 * k["trainable"] / 2**20  # > : the teacher cache adds its bytes

@@ -34,3 +34,14 @@ def test_paired_statistics_table():
     assert cells[6] == "1/2 (not: 1)"  # world 1: 0.80 > the oracle's 0.50
     gold_line = next(x for x in md.splitlines() if x.startswith("| gold | llm |"))
     assert "| – |" in gold_line  # gold is not compared with itself
+
+
+def test_privacy_lines():
+    by = {(0, "gold"): {"mia_auc": 0.5, "mia_auc_min_k": 0.55}, (0, "default"): {"mia_auc": 0.6, "mia_auc_min_k": 0.7},
+          (1, "gold"): {"mia_auc": 0.4, "mia_auc_min_k": 0.45}, (1, "default"): {"mia_auc": 0.3, "mia_auc_min_k": 0.2}}
+    lines = R.privacy_lines(by, [0, 1], ["gold", "default"])
+    row = next(x for x in lines if x.startswith("| default |"))
+    leaks = [(0.6 - 0.5) / 0.5, (0.3 - 0.4) / 0.4]
+    assert row == (f"| default | 0.45 [0.30, 0.60] | 0.45 [0.20, 0.70] | {sum(leaks) / 2:+.2f} "
+                   f"[{min(leaks):+.2f}, {max(leaks):+.2f}] |")
+    assert R.privacy_lines({}, [0], ["gold"]) == []

@@ -20,6 +20,7 @@ from .engine import UnlearnConfig, unlearn
 from .eval import evaluate
 from .eval.bars import Bars, unlearning_bars
 from .eval.metrics import multiple_choice
+from .eval.privacy import privacy_audit, privacy_leak
 from .eval.probe import identity_probe
 from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
@@ -163,11 +164,19 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     def probe(model):
         return identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"], sets["forget_vqa_unseen"])["accuracy"]
 
+    # the privacy audit: the forget people's training images against as many strangers' (never seen)
+    strangers = world.stranger_items(len(world.forget_ids), seed=0)
+
+    def audit(model):
+        out = privacy_audit(model, tok, sets["forget_vqa"], strangers)
+        return {"mia_auc": out["auc_loss"], "mia_auc_min_k": out["auc_min_k"]}
+
     references = [("vanilla", models.vanilla), ("gold", models.gold)]
     if config.oracle:
         references.append(("oracle", models.oracle(config.oracle_steps, progress=progress).to(device)))
     for name, model in references:
-        rows[name] = {"method": name, **_flat(evaluate(model, tok, sets)), "identity_probe": probe(model)}
+        rows[name] = {"method": name, **_flat(evaluate(model, tok, sets)), "identity_probe": probe(model),
+                      **audit(model)}
     if progress:
         oracle = f", oracle: {rows['oracle']['forget_vqa']:.3f}" if "oracle" in rows else ""
         _log(f"vanilla: forget VQA {rows['vanilla']['forget_vqa']:.3f}, gold: {rows['gold']['forget_vqa']:.3f}"
@@ -212,7 +221,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
                # cache's data (KL: the retain log-probs): what the run adds, independent of the allocator
                "state_mib": (16 * tensors + result.method_stats.get("bytes", 0)) / 2**20,
                "trainable": result.trainable.get("masked_trainable", result.trainable["trainable"]),
-               "steps": len(result.history), "identity_probe": probe(model)}
+               "steps": len(result.history), "identity_probe": probe(model), **audit(model)}
         text_identical = bool(torch.equal(_text_logits(model, tok, text_probe), vanilla_text))
         relearn = {"default": attack(model, config.attack, row, "recovery")}
         if method == "vkd" and config.worst_grid is not None:
@@ -245,6 +254,8 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         if name in details:
             details[name]["stats"] = recovery_stats(details, name, n_boot=config.bootstrap_draws)
 
+    for row in rows.values():  # MUSE's privacy leak: the membership AUC relative to gold's (0 = gold)
+        row["privacy_leak"] = privacy_leak(row["mia_auc"], rows["gold"]["mia_auc"])
     ordered = [rows[n] for n in ("vanilla", "gold", "oracle") if n in rows] + [rows[m] for m in config.methods]
     checks = (unlearning_bars(rows["vkd"], rows["gold"], rows["vanilla"], chance, bars=config.bars,
                               text_identical=details["vkd"]["text_logits_identical"], oracle=rows.get("oracle"))

@@ -140,10 +140,11 @@ class ToyWorld:
     def render(self, identity: int, variant: int) -> np.ndarray:
         """Portrait ``variant`` of a person as uint8 [H, W, 3]. Variants ``0 .. n_train_images-1`` are
         the training images, the next ``n_unseen_images`` the unseen ones."""
+        return self._render(self.identities[identity].signature, [self.config.seed, 1, identity, variant])
+
+    def _render(self, sig: dict, key: list[int]) -> np.ndarray:
         cfg = self.config
-        ident = self.identities[identity]
-        sig = ident.signature
-        rng = np.random.default_rng([cfg.seed, 1, identity, variant])
+        rng = np.random.default_rng(key)
         s = cfg.image_size
         bg = np.array(_PALETTE[sig["background"]], dtype=np.float64)
         fg = np.array(_PALETTE[sig["colour"]], dtype=np.float64)
@@ -182,6 +183,45 @@ class ToyWorld:
         from PIL import Image
 
         return Image.fromarray(self.render(identity, variant), mode="RGB")
+
+    # ------------------------------------------------------------------ strangers
+    def strangers(self, n: int, seed: int = 0) -> list[Identity]:
+        """``n`` people this world does not have -- visual signatures none of its people wears, facts
+        drawn like theirs -- for audits that need images of people a model never saw (membership
+        inference). Seeded: the same ``(n, seed)`` gives the same strangers."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be an int >= 1, got {n!r}")
+        used = {(p.signature["background"], p.signature["shape"], p.signature["colour"], p.signature["pattern"])
+                for p in self.identities}
+        free = [(bg, shape, fg, pat) for bg in range(len(_PALETTE)) for shape in _SHAPES
+                for fg in range(len(_PALETTE)) if fg != bg for pat in _PATTERNS if (bg, shape, fg, pat) not in used]
+        if n > len(free):
+            raise ValueError(f"n must be <= {len(free)} (the visual signatures this world leaves free), got {n}")
+        rng = np.random.default_rng([self.config.seed, 2, seed])
+        picks = rng.choice(len(free), size=n, replace=False)
+        out = []
+        for j in range(n):
+            attrs = {a: values[int(rng.integers(len(values)))] for a, values in ATTRIBUTES.items()}
+            bg, shape, fg, pat = free[int(picks[j])]
+            out.append(Identity(-1 - j, f"stranger {j}", attrs,
+                                {"background": bg, "shape": shape, "colour": fg, "pattern": pat}))
+        return out
+
+    def stranger_items(self, n: int, seed: int = 0, images: str = "train") -> list[dict]:
+        """Image multiple-choice items of :meth:`strangers` (one per stranger x image x attribute, the
+        format of :meth:`image_items`; ``identity`` is ``"stranger <j>"``), their portraits drawn like
+        this world's (``images``: the training or the unseen variants' count and noise)."""
+        from PIL import Image
+
+        out = []
+        for j, person in enumerate(self.strangers(n, seed)):
+            for v in self._variants(images):
+                image = Image.fromarray(self._render(person.signature, [self.config.seed, 2, seed, j, v]), mode="RGB")
+                for a in ATTRIBUTES:
+                    out.append({"question": IMAGE_QUESTION.format(attribute=a), "options": list(ATTRIBUTES[a]),
+                                "answer": person.attributes[a], "image": image, "identity": person.name,
+                                "attribute": a, "variant": v})
+        return out
 
     def _variants(self, split: str) -> range:
         n = self.config.n_train_images
