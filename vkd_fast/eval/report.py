@@ -23,6 +23,8 @@ COLUMNS = (
     ("recovery_visual", "relearn visual", "ratio"),
     ("worst_llm", "worst llm", "ratio"),
     ("worst_visual", "worst visual", "ratio"),
+    ("mia_auc", "MIA AUC", "ratio"),
+    ("privacy_leak", "privacy leak", "ratio"),
     ("steps", "steps", "int"),
     ("seconds", "time s", "sec"),
     ("state_mib", "state MiB", "sec"),
