@@ -360,7 +360,9 @@ def main(argv=None) -> int:
     ap.add_argument("--attack-seeds", default="0,1,2")
     ap.add_argument("--grid", default="", help="variants that also get the attack grid (gold always does)")
     ap.add_argument("--grid-seeds", default="0,1,2")
-    ap.add_argument("--oracle", action="store_true", help="also the oracle reference (trains a V+P, ~3 min a world)")
+    ap.add_argument("--oracle", action="store_true",
+                    help="also the oracle reference (a V+P trained on retain people only; built once per world and "
+                         "cached with its toy models, under a minute here)")
     ap.add_argument("--fresh", action="store_true", help="recompute cells kept from an earlier run")
     ap.add_argument("--no-gold-grid", action="store_true",
                     help="gold gets the attack grid only when a variant does (by default gold always does)")
