@@ -124,15 +124,38 @@ def _audit(model, models, sets) -> dict:
     return {"mia_auc": out["auc_loss"], "mia_auc_min_k": out["auc_min_k"]}
 
 
-def _audit_cell(name: str, models, sets) -> dict:
-    """The audit for a cell computed before the study had it (the model rebuilt deterministically)."""
+def _embedding(model, models, sets, state) -> dict:
+    """The embedding attack (vkd_fast.eval.embedding_attack) with the default attack's split."""
+    from vkd_fast.eval.embedding_attack import embedding_attack
+    from vkd_fast.eval.relearn import RelearnConfig, held_out_accuracy
+
+    forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
+    split = RelearnConfig(attributes=("job", "city"))
+    if "embedding_before" not in state:
+        state["embedding_before"] = held_out_accuracy(models.vanilla, models.tokenizer, forget_all, split)
+    out = embedding_attack(model, models.tokenizer, forget_all, split, acc_before=state["embedding_before"])
+    return {"recovery_embedding": out["recovery"], "embedding_acc_after_attack": out["acc_after_attack"],
+            "embedding_acc_taught": out["acc_taught"]}
+
+
+def _complete_cell(row: dict, name: str, models, sets, state) -> bool:
+    """Add what a cell computed before the study had it lacks (the privacy audit, the embedding
+    attack), the model rebuilt deterministically; True when something was added."""
+    missing = [k for k in ("mia_auc", "recovery_embedding") if k not in row]
+    if not missing:
+        return False
     if name == "gold":
         model = models.gold
     elif name == "oracle":
         model = _oracle(models)
     else:
         model = _unlearn(models, name)[0].eval()
-    return _audit(model, models, sets)
+        model.requires_grad_(False)
+    if "mia_auc" in missing:
+        row.update(_audit(model, models, sets))
+    if "recovery_embedding" in missing:
+        row.update(_embedding(model, models, sets, state))
+    return True
 
 
 def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
@@ -162,6 +185,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
     row["identity_probe"] = identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"],
                                            sets["forget_vqa_unseen"])["accuracy"]
     row.update(_audit(model, models, sets))
+    row.update(_embedding(model, models, sets, state))
     default = _attack(model, tok, forget_all, AttackGrid.default_attack(args.attack_seeds), models.vanilla,
                       state["cache"])
     for c in default["cells"]:
@@ -283,8 +307,10 @@ def privacy_lines(by: dict, worlds: list[int], names: list[str]) -> list[str]:
     from vkd_fast.eval.privacy import privacy_leak
 
     out = ["Privacy audit (membership inference, the forget people's training images vs strangers'; AUC 0.5: "
-           "indistinguishable; leak = (AUC - gold's) / gold's, 0 at gold; mean [min, max] over worlds):", "",
-           "| variant | AUC loss | AUC min-k | privacy leak |", "|---|---:|---:|---:|"]
+           "indistinguishable; leak = (AUC - gold's) / gold's, 0 at gold) and the embedding attack (the visual "
+           "tokens W reads optimised per forget image on job and city, hobby and pet tested: what W still holds); "
+           "mean [min, max] over worlds:", "",
+           "| variant | AUC loss | AUC min-k | privacy leak | embedding attack recovery |", "|---|---:|---:|---:|---:|"]
     for name in names:
         rs = [(w, by.get((w, name))) for w in worlds]
         rs = [(w, r) for w, r in rs if r is not None and "mia_auc" in r]
@@ -297,6 +323,9 @@ def privacy_lines(by: dict, worlds: list[int], names: list[str]) -> list[str]:
         leaks = [privacy_leak(r["mia_auc"], by[(w, "gold")]["mia_auc"]) for w, r in rs
                  if by.get((w, "gold"), {}).get("mia_auc")]
         cols.append(f"{_mean(leaks):+.2f} [{min(leaks):+.2f}, {max(leaks):+.2f}]" if leaks else "–")
+        emb = [r["recovery_embedding"] for _, r in rs if r.get("recovery_embedding") is not None
+               and not math.isnan(r["recovery_embedding"])]
+        cols.append(f"{_mean(emb):+.2f} [{min(emb):+.2f}, {max(emb):+.2f}]" if emb else "–")
         out.append(f"| {name} | " + " | ".join(cols) + " |")
     return out if len(out) > 4 else []
 
@@ -421,8 +450,7 @@ def main(argv=None) -> int:
                 seeds_ok = row.get("attack_seeds", list(args.attack_seeds)) == list(args.attack_seeds)
                 if seeds_ok and ((name not in args.grid and (name != "gold" or args.no_gold_grid))
                                  or "worst_visual" in row):
-                    if "mia_auc" not in row:  # a cell from before the privacy audit: add it, nothing else
-                        row.update(_audit_cell(name, models, sets))
+                    if _complete_cell(row, name, models, sets, state):  # an older cell: add only what it lacks
                         tmp = path.with_suffix(".tmp")
                         tmp.write_text(json.dumps(row, indent=1))
                         tmp.replace(path)
@@ -451,8 +479,8 @@ def main(argv=None) -> int:
     (out_stem.with_suffix(".md")).write_text(f"{header}\n\n{md}\n\nBars failed per world:\n\n{fails}\n\n{stats_md}\n")
     keys = ["world", "variant", "forget_vqa", "forget_vqa_unseen", "forget_qa", "retain_vqa", "retain_qa",
             "collapse_share", "identity_probe", "recovery_llm", "recovery_llm_std", "recovery_visual",
-            "recovery_visual_std", "worst_llm", "worst_visual", "seconds", "cost_vs_v0", "bars_passed", "bars_total",
-            "text_identical", "options"]
+            "recovery_visual_std", "worst_llm", "worst_visual", "recovery_embedding", "mia_auc", "mia_auc_min_k",
+            "seconds", "cost_vs_v0", "bars_passed", "bars_total", "text_identical", "options"]
     with open(out_stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()

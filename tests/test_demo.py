@@ -63,6 +63,12 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     assert "C " in (tmp_path / "report.md").read_text() or "C n/a" in (tmp_path / "report.md").read_text()
     for r in (k, rows["grad_diff"], g):
         assert {"recovery_llm", "recovery_visual", "identity_probe"} <= set(r)
+    # the embedding attack on every attacked row; W is vanilla's for VKD and the oracle alike
+    for name in ("gold", "oracle", "vkd", "grad_diff"):
+        e = report["details"][name]["embedding_attack"]
+        assert rows[name]["recovery_embedding"] == pytest.approx(e["recovery"], nan_ok=True), name
+        assert e["acc_taught"] >= 0.9, name
+    assert "recovery_embedding" not in v
     # the privacy audit on every row: vanilla's forget images are told from strangers', gold is the zero
     for r in rows.values():
         assert {"mia_auc", "mia_auc_min_k", "privacy_leak"} <= set(r) and 0 <= r["mia_auc"] <= 1

@@ -37,11 +37,14 @@ def test_paired_statistics_table():
 
 
 def test_privacy_lines():
-    by = {(0, "gold"): {"mia_auc": 0.5, "mia_auc_min_k": 0.55}, (0, "default"): {"mia_auc": 0.6, "mia_auc_min_k": 0.7},
-          (1, "gold"): {"mia_auc": 0.4, "mia_auc_min_k": 0.45}, (1, "default"): {"mia_auc": 0.3, "mia_auc_min_k": 0.2}}
+    by = {(0, "gold"): {"mia_auc": 0.5, "mia_auc_min_k": 0.55},
+          (0, "default"): {"mia_auc": 0.6, "mia_auc_min_k": 0.7, "recovery_embedding": 0.5},
+          (1, "gold"): {"mia_auc": 0.4, "mia_auc_min_k": 0.45},
+          (1, "default"): {"mia_auc": 0.3, "mia_auc_min_k": 0.2, "recovery_embedding": 0.3}}
     lines = R.privacy_lines(by, [0, 1], ["gold", "default"])
     row = next(x for x in lines if x.startswith("| default |"))
     leaks = [(0.6 - 0.5) / 0.5, (0.3 - 0.4) / 0.4]
     assert row == (f"| default | 0.45 [0.30, 0.60] | 0.45 [0.20, 0.70] | {sum(leaks) / 2:+.2f} "
-                   f"[{min(leaks):+.2f}, {max(leaks):+.2f}] |")
+                   f"[{min(leaks):+.2f}, {max(leaks):+.2f}] | +0.40 [+0.30, +0.50] |")
+    assert next(x for x in lines if x.startswith("| gold |")).endswith("| – |")  # no embedding figure given
     assert R.privacy_lines({}, [0], ["gold"]) == []

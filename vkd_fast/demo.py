@@ -19,10 +19,11 @@ from .data.toy_model import ORACLE_STEPS
 from .engine import UnlearnConfig, unlearn
 from .eval import evaluate
 from .eval.bars import Bars, unlearning_bars
+from .eval.embedding_attack import embedding_attack
 from .eval.metrics import multiple_choice
 from .eval.privacy import privacy_audit, privacy_leak
 from .eval.probe import identity_probe
-from .eval.relearn import AttackGrid, attack_grid
+from .eval.relearn import AttackGrid, RelearnConfig, attack_grid, held_out_accuracy
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
 from .eval.stats import gap_closed, paired_bootstrap
 from .methods import create_method, get_method
@@ -89,6 +90,9 @@ class DemoConfig:
     oracle: bool = True
     #: the oracle's training schedule (vkd_fast.data.toy_model.ORACLE_STEPS; each length is cached apart)
     oracle_steps: int = ORACLE_STEPS
+    #: the embedding attack (vkd_fast.eval.embedding_attack) on every attacked row: how much of the
+    #: forget people the language model still holds, whatever the vision side does
+    embedding_attack: bool = True
     #: bootstrap draws of the paired intervals (method - gold, method - oracle, C) over attack seeds
     bootstrap_draws: int = 10000
     bars: Bars = field(default_factory=Bars)  # what VKD is held to (PASS / FAIL at the end)
@@ -164,6 +168,19 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     def probe(model):
         return identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"], sets["forget_vqa_unseen"])["accuracy"]
 
+    embedding_split = RelearnConfig(attributes=("job", "city"))  # the default attack's split
+    embedding_before: list[float] = []
+
+    def embed(model, row):
+        """The embedding attack (what W holds whatever V+P does): row["recovery_embedding"]."""
+        if not config.embedding_attack:
+            return None
+        if not embedding_before:
+            embedding_before.append(held_out_accuracy(models.vanilla, tok, forget_all, embedding_split))
+        result = embedding_attack(model, tok, forget_all, embedding_split, acc_before=embedding_before[0])
+        row["recovery_embedding"] = result["recovery"]
+        return result
+
     # the privacy audit: the forget people's training images against as many strangers' (never seen)
     strangers = world.stranger_items(len(world.forget_ids), seed=0)
 
@@ -226,11 +243,13 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         relearn = {"default": attack(model, config.attack, row, "recovery")}
         if method == "vkd" and config.worst_grid is not None:
             relearn["grid"] = attack(model, config.worst_grid, row, "worst")
+        embedded = embed(model, row)
         rows[method] = row
         details[method] = {"config": result.config, "options": result.options,
                            "trainable": {k: v for k, v in result.trainable.items() if k != "names"},
                            "history_last": result.history[-1] if result.history else None,
                            "text_logits_identical": text_identical, "relearn": relearn,
+                           **({"embedding_attack": embedded} if embedded is not None else {}),
                            # in-process peak RSS is a lower bound on CPU: freed heap memory is reused
                            "peak_extra_bytes": m["peak_extra_bytes"], "memory_kind": m["memory_kind"]}
         if progress:
@@ -247,6 +266,9 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         details[name] = {"relearn": {"default": attack(model, config.attack, rows[name], "recovery")}}
         if "vkd" in config.methods and config.worst_grid is not None:
             details[name]["relearn"]["grid"] = attack(model, config.worst_grid, rows[name], "worst")
+        embedded = embed(model, rows[name])
+        if embedded is not None:
+            details[name]["embedding_attack"] = embedded
     if stages is not None:
         stages.update(1)
         stages.close()

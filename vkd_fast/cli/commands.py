@@ -211,7 +211,8 @@ def run_demo_cmd(args) -> int:
                         seeds=_seeds(args.attack_seeds))
     device, _ = _placement(args, "demo")
     config = DemoConfig(methods=methods, profile=args.config, attack=attack, device=str(device),
-                        oracle=not args.no_oracle, **({"worst_grid": None} if args.no_grid else {}))
+                        oracle=not args.no_oracle, embedding_attack=not args.no_embedding_attack,
+                        **({"worst_grid": None} if args.no_grid else {}))
     models = toy_models(args, rebuild=args.rebuild)
     report = run_demo(models, config, output_dir=args.output_dir, progress=True, environment=doctor_report())
     print(summary(report))

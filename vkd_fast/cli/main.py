@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="seeds of the default attack: the relearn columns are the mean over them (default 0,1,2)")
     p_dm.add_argument("--no-grid", action="store_true",
                       help="skip the attack grid whose worst case is shown for VKD, gold and the oracle (faster)")
+    p_dm.add_argument("--no-embedding-attack", action="store_true",
+                      help="skip the embedding attack (per forget image, the visual tokens the language model reads "
+                           "optimised to answer two facts, the others tested; ~10 s a row)")
     p_dm.add_argument("--no-oracle", action="store_true",
                       help="skip the oracle reference row (the V+P-only limit: the vanilla LLM with a vision tower "
                            "and projector trained on retain people only; built on first use per world, ~1-3 min on "

@@ -23,6 +23,7 @@ COLUMNS = (
     ("recovery_visual", "relearn visual", "ratio"),
     ("worst_llm", "worst llm", "ratio"),
     ("worst_visual", "worst visual", "ratio"),
+    ("recovery_embedding", "embedding attack", "ratio"),
     ("mia_auc", "MIA AUC", "ratio"),
     ("privacy_leak", "privacy leak", "ratio"),
     ("steps", "steps", "int"),
