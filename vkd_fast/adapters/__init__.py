@@ -9,6 +9,7 @@ trained; class defaults only for a model without one, with a warning (see ``base
 """
 
 from .base import VisualAdapter, chat_prompt
+from .gated_lock import GatedLock, install_gated_lock, load_gated_lock
 from .hooks import count_calls, run_until
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -23,7 +24,8 @@ for _family in (LlavaAdapter, LlavaNextAdapter, Qwen2VLAdapter, Qwen2_5_VLAdapte
 del _family
 
 __all__ = [
-    "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "TapSpec", "VisualAdapter",
-    "chat_prompt", "check_trainable", "parse_tap", "resolve_tap",
-    "adapter_class", "count_calls", "get_adapter", "register_adapter", "run_until", "supported_model_types",
+    "GatedLock", "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "TapSpec",
+    "VisualAdapter", "adapter_class", "chat_prompt", "check_trainable", "count_calls", "get_adapter",
+    "install_gated_lock", "load_gated_lock", "parse_tap", "register_adapter", "resolve_tap", "run_until",
+    "supported_model_types",
 ]

@@ -1,0 +1,126 @@
+"""The image-gated lock (vkd_fast.adapters.gated_lock): text never sees it -- text-only logits are
+bit-identical (text prompts, random token strings, mixed batches, left padding, cached generation)
+-- while image positions do; saving, loading and dropping it."""
+
+import _tiny_models as T
+import pytest
+import torch
+from _items import FORGET
+
+from vkd_fast.adapters import get_adapter
+from vkd_fast.adapters.gated_lock import install_gated_lock, load_gated_lock
+from vkd_fast.utils.text import encode_prompt, pad_right
+
+
+def _randomise(lock, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in lock.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+
+def _image_prompt(model, tok, question="what is the job of this person ?"):
+    ad = get_adapter(model)
+    image = ad.preprocess([FORGET[0]["image"]])
+    ids = encode_prompt(ad, tok, question, ad.num_image_tokens(**image)[0])
+    return ids, image
+
+
+def _left_pad(rows, pad=0):
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_text_never_sees_the_lock_and_images_do(family):
+    torch.manual_seed(0)
+    model = (T.tiny_llava() if family == "llava" else T.tiny_qwen2_vl()).eval()
+    tok = T.tiny_tokenizer(None if family == "llava" else T.QWEN_SPECIAL_TOKENS)
+    ad = get_adapter(model)
+    image_id = ad.image_token_id
+    vocab = model.config.text_config.vocab_size
+    g = torch.Generator().manual_seed(1)
+    random_rows = [[t for t in torch.randint(vocab, (n,), generator=g).tolist() if t != image_id] for n in (5, 9, 3)]
+    text_rows = [encode_prompt(ad, tok, q) for q in ("what is the job of ann ?", "who is bob ?")] + random_rows
+    img_ids, image = _image_prompt(model, tok)
+    with torch.no_grad():
+        right = pad_right(text_rows)
+        left = _left_pad(text_rows)
+        base = {"right": model(**ad.model_inputs(*right)).logits, "left": model(**ad.model_inputs(*left)).logits}
+        img = ad.model_inputs(torch.tensor([img_ids]), torch.ones(1, len(img_ids), dtype=torch.long), **image)
+        base["image"] = model(**img).logits
+        lock = install_gated_lock(model, rank=4)
+        _randomise(lock)
+        locked = {"right": model(**ad.model_inputs(*right)).logits, "left": model(**ad.model_inputs(*left)).logits,
+                  "image": model(**img).logits}
+    assert torch.equal(locked["right"], base["right"]) and torch.equal(locked["left"], base["left"])
+    first = img_ids.index(image_id)
+    assert torch.equal(locked["image"][0, :first], base["image"][0, :first])  # before the image: W alone
+    assert not torch.allclose(locked["image"][0, first:], base["image"][0, first:])  # from it on: the lock
+
+
+def test_mixed_batches_and_cached_generation():
+    model, tok = T.tiny_llava().eval(), T.tiny_tokenizer()
+    ad = get_adapter(model)
+    text = encode_prompt(ad, tok, "what is the job of ann ?")
+    img_ids, image = _image_prompt(model, tok)
+    pix = image["pixel_values"]
+    ids, mask = _left_pad([text, img_ids])
+    with torch.no_grad():
+        batch = {"input_ids": ids, "attention_mask": mask, "pixel_values": pix}
+        base = model(**batch).logits
+        gen_text = model.generate(input_ids=torch.tensor([text]), attention_mask=torch.ones(1, len(text), dtype=torch.long),
+                                  max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True)
+        lock = install_gated_lock(model, rank=4)
+        _randomise(lock, 2)
+        locked = model(**batch).logits
+        # a mixed batch: the text row is W's to the bit, the image row is not
+        assert torch.equal(locked[0], base[0]) and not torch.allclose(locked[1], base[1])
+        again = model.generate(input_ids=torch.tensor([text]), attention_mask=torch.ones(1, len(text), dtype=torch.long),
+                               max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True)
+        assert torch.equal(again.sequences, gen_text.sequences)
+        assert all(torch.equal(a, b) for a, b in zip(again.scores, gen_text.scores))
+        # an image prompt generated with the KV cache: every new token sees the lock, as a full forward does
+        img_in = {"input_ids": torch.tensor([img_ids]), "attention_mask": torch.ones(1, len(img_ids), dtype=torch.long),
+                  "pixel_values": pix}
+        out = model.generate(**img_in, max_new_tokens=5, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True, suppress_tokens=[ad.image_token_id])  # untrained model
+        seq = out.sequences
+        full = model(input_ids=seq, attention_mask=torch.ones_like(seq), pixel_values=pix).logits[0]
+        full[:, ad.image_token_id] = float("-inf")  # as the generation's suppression left it
+        for k, score in enumerate(out.scores):
+            assert torch.allclose(score[0], full[len(img_ids) - 1 + k], atol=1e-4), k
+
+
+def test_training_save_load_and_drop(tmp_path):
+    model, tok = T.tiny_llava().eval(), T.tiny_tokenizer()
+    ad = get_adapter(model)
+    img_ids, image = _image_prompt(model, tok)
+    img = ad.model_inputs(torch.tensor([img_ids]), torch.ones(1, len(img_ids), dtype=torch.long), **image)
+    text = encode_prompt(ad, tok, "who is bob ?")
+    model.requires_grad_(False)
+    with torch.no_grad():
+        base = model(**img).logits
+    lock = install_gated_lock(model, rank=2, layers=[0])
+    assert all(p.requires_grad for p in lock.parameters()) and len(lock.modules) == 4
+    model(input_ids=torch.tensor([text])).logits.sum().backward()  # text only: the lock gets no gradient
+    assert all(p.grad is None or not p.grad.any() for p in lock.parameters())
+    model(**img).logits.sum().backward()  # from the image token on: it does (B starts at zero, so A's is 0)
+    assert any(p.grad is not None and p.grad.any() for p in lock.parameters())
+    _randomise(lock, 3)
+    with torch.no_grad():
+        locked = model(**img).logits
+    lock.save(tmp_path / "lock")
+    lock.remove()  # the drop-lock attack: W again, bit for bit
+    with torch.no_grad():
+        assert torch.equal(model(**img).logits, base)
+    loaded = load_gated_lock(model, tmp_path / "lock")
+    with torch.no_grad():
+        assert torch.equal(model(**img).logits, locked)
+    assert loaded.config["layers"] == [0] and loaded.config["rank"] == 2
+    with pytest.raises(ValueError, match="rank must be an int >= 1"):
+        install_gated_lock(T.tiny_llava(), rank=0)
+    with pytest.raises(ValueError, match="layers must be indices"):
+        install_gated_lock(T.tiny_llava(), layers=[99])

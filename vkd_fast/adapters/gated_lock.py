@@ -1,0 +1,196 @@
+"""An image-gated low-rank adapter on the language model (issue 26's "second lock"): an edit of W that
+text never sees.
+
+Each chosen ``nn.Linear`` of W's layers becomes ``y = W x`` at positions before a sequence's first
+image token and ``y = W x + s * B A x`` from it onward (rank ``r``, ``s = alpha / r``, ``B`` starts at
+zero). A prompt without an image therefore computes exactly W: its positions take the untouched
+path (``torch.where`` picks W's own output, bit for bit), whatever the lock holds -- text-only logits
+stay bit-identical, in mixed batches, with left padding and in cached generation (a sequence that
+had an image keeps the gate open for the tokens generated after it; a new sequence starts closed).
+
+The gate is computed from ``input_ids`` by a forward pre-hook on the whole model (the language model
+itself sees only embeddings) and cleared after that forward: position t of row b is open when an
+image token occurs in row b at or before t; a call that does not go through the model's own forward
+(e.g. ``adapter.text_logits``) sees W alone. The where-select needs no host synchronisation; the
+pre-hook asks the KV cache its length (a shape, no device read) to tell a continued generation from
+a new one.
+
+Threat model: a white-box attacker who drops the lock gets the model without it back -- the lock is
+an extra module, saved apart (:meth:`GatedLock.save`), not folded into the checkpoint.
+
+Not yet trained by any method here: this is the mechanism ``vkd_robust`` will train (issue 26).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+class _GateState:
+    """The current batch's gate ``[B, L]`` (bool) and, across cached generation calls, which rows have
+    seen an image token."""
+
+    def __init__(self, image_token_id: int):
+        self.image_token_id = image_token_id
+        self.gate: torch.Tensor | None = None
+        self.seen: torch.Tensor | None = None
+
+    def update(self, input_ids: torch.Tensor | None, continuing: bool) -> None:
+        if input_ids is None:  # embeddings given directly: no token ids to read, the gate stays closed
+            self.gate, self.seen = None, None
+            return
+        hits = (input_ids == self.image_token_id).cumsum(-1) > 0
+        if continuing and self.seen is not None and self.seen.shape[0] == hits.shape[0]:
+            hits = hits | self.seen[:, None]
+        self.gate = hits
+        self.seen = hits[:, -1].clone()
+
+
+class GatedLoRALinear(nn.Module):
+    """``base(x)``, plus ``scale * B(A(x))`` where the shared gate is open (see the module docstring)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, state: _GateState):
+        super().__init__()
+        self.base, self.state, self.scale = base, state, alpha / rank
+        self.lock_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=torch.float32, device=base.weight.device))
+        self.lock_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=torch.float32, device=base.weight.device))
+        nn.init.kaiming_uniform_(self.lock_A, a=math.sqrt(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        gate = self.state.gate
+        if gate is None or x.dim() != 3 or gate.shape != x.shape[:2]:  # no open position known: W itself
+            return y
+        delta = (x.to(self.lock_A.dtype) @ self.lock_A.t() @ self.lock_B.t()) * self.scale
+        return torch.where(gate[..., None], y + delta.to(y.dtype), y)
+
+
+class GatedLock:
+    """The lock installed on a model (:func:`install_gated_lock`): its parameters, removal, saving."""
+
+    def __init__(self, model, modules: dict[str, GatedLoRALinear], state: _GateState, config: dict, hooks):
+        self.model, self.modules, self.state, self.config, self._hooks = model, modules, state, config, hooks
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules.values() for p in (m.lock_A, m.lock_B)]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, m in self.modules.items():
+            out[f"{name}.lock_A"], out[f"{name}.lock_B"] = m.lock_A.detach().cpu(), m.lock_B.detach().cpu()
+        return out
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        want = set(self.state_dict())
+        if set(tensors) != want:
+            missing, extra = sorted(want - set(tensors)), sorted(set(tensors) - want)
+            raise ValueError(f"lock tensors do not match this model's lock: missing {missing[:3]}, unexpected "
+                             f"{extra[:3]}")
+        with torch.no_grad():
+            for name, m in self.modules.items():
+                m.lock_A.copy_(tensors[f"{name}.lock_A"])
+                m.lock_B.copy_(tensors[f"{name}.lock_B"])
+
+    def save(self, folder) -> Path:
+        """``folder/lock.safetensors`` + ``folder/lock.json`` (rank, alpha, targets, the wrapped module
+        names), written to temporary names and renamed."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / ".lock.safetensors.tmp"
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        tmp.replace(folder / "lock.safetensors")
+        meta = folder / ".lock.json.tmp"
+        meta.write_text(json.dumps({**self.config, "modules": sorted(self.modules)}, indent=1))
+        meta.replace(folder / "lock.json")
+        return folder
+
+    def remove(self) -> None:
+        """Take the lock out: the wrapped linears go back, the hook goes (the drop-lock attack)."""
+        for hook in self._hooks:
+            hook.remove()
+        for name, m in self.modules.items():
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name), child, m.base)
+        self.modules = {}
+
+
+def _continuing(kwargs: dict) -> bool:
+    """Whether this forward continues a cached generation (its cache already holds tokens): the cache
+    object (``cache`` in transformers 5, ``past_key_values`` in 4.x) knows its length; else
+    ``cache_position``."""
+    for key in ("cache", "past_key_values"):
+        cache = kwargs.get(key)
+        if cache is not None and hasattr(cache, "get_seq_length"):
+            return cache.get_seq_length() > 0
+    position = kwargs.get("cache_position")
+    return position is not None and int(position.reshape(-1)[0]) > 0
+
+
+def install_gated_lock(model, rank: int = 8, alpha: float = 16.0, targets=DEFAULT_TARGETS,
+                       layers: list[int] | None = None) -> GatedLock:
+    """Wrap the ``targets`` linears of W's layers (``layers``: indices, default all) of ``model`` (a
+    model vkd_fast has an adapter for) in :class:`GatedLoRALinear`; returns the :class:`GatedLock`.
+    The lock's tensors are float32 and trainable; nothing else changes."""
+    from . import get_adapter
+
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be an int >= 1, got {rank!r}")
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha!r}")
+    adapter = get_adapter(model)
+    adapter.require_language_model("the gated lock")
+    state = _GateState(adapter.image_token_id)
+    blocks = adapter.llm_layers
+    chosen = range(len(blocks)) if layers is None else layers
+    bad = [i for i in chosen if not (isinstance(i, int) and 0 <= i < len(blocks))]
+    if bad:
+        raise ValueError(f"layers must be indices of the language model's {len(blocks)} layers, got {bad}")
+    prefix = {id(m): n for n, m in model.named_modules()}
+    modules: dict[str, GatedLoRALinear] = {}
+    for i in chosen:
+        for name, sub in list(blocks[i].named_modules()):
+            if isinstance(sub, nn.Linear) and name.rpartition(".")[2] in targets:
+                full = f"{prefix[id(blocks[i])]}.{name}"
+                parent_name, _, child = full.rpartition(".")
+                wrapped = GatedLoRALinear(sub, rank, alpha, state)
+                setattr(model.get_submodule(parent_name), child, wrapped)
+                modules[full] = wrapped
+    if not modules:
+        raise ValueError(f"no linear named one of {tuple(targets)} in the chosen layers")
+
+    def before(module, args, kwargs):
+        state.update(kwargs.get("input_ids", args[0] if args else None), _continuing(kwargs))
+
+    def after(module, args, output):  # a later call that bypasses the model's forward sees W alone
+        state.gate = None
+
+    hooks = [model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after)]
+    config = {"rank": rank, "alpha": alpha, "targets": list(targets), "layers": list(chosen),
+              "model_type": getattr(model.config, "model_type", None), "image_token_id": state.image_token_id}
+    return GatedLock(model, modules, state, config, hooks)
+
+
+def load_gated_lock(model, folder) -> GatedLock:
+    """Install a lock saved by :meth:`GatedLock.save` on ``model`` (same family and shapes)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "lock.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{folder}: no readable lock.json ({exc})") from None
+    lock = install_gated_lock(model, config["rank"], config["alpha"], tuple(config["targets"]), config["layers"])
+    lock.load_state_dict(load_file(str(folder / "lock.safetensors")))
+    return lock
+
+
+__all__ = ["DEFAULT_TARGETS", "GatedLoRALinear", "GatedLock", "install_gated_lock", "load_gated_lock"]
