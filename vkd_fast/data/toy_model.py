@@ -291,19 +291,14 @@ class ToyModels:
             if progress:
                 print(f"[vkd-fast] building the toy world's oracle (a V+P trained on retain people only) into "
                       f"{folder} (first run only)", file=sys.stderr, flush=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=self.path))
-            try:
+
+            def build(tmp: Path) -> None:
                 model, info = build_oracle(self, steps, progress)
                 model.save_pretrained(tmp)
                 _save_processor(model, tmp)
                 (tmp / "oracle.json").write_text(json.dumps(info, indent=2))
-                try:
-                    tmp.rename(folder)
-                except OSError:  # another process finished the same build first: keep theirs
-                    if not (folder / "oracle.json").exists():
-                        raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+
+            _build_into(folder, "oracle.json", build)
         return _load(folder)
 
 
@@ -352,6 +347,22 @@ def _save_processor(model, folder: Path) -> None:
     get_adapter(model).default_image_processor().save_pretrained(folder)
 
 
+def _build_into(folder: Path, marker: str, build) -> None:
+    """``build(tmp)`` into a temporary folder beside ``folder``, then renamed to it: a build that fails
+    or is interrupted leaves nothing half-written; another process that finished the same build first
+    (its ``marker`` file exists) wins."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another process finished the same build first: keep theirs
+            if not (folder / marker).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _build(world: ToyWorld, config: ToyModelConfig, target: Path, progress: bool) -> dict:
     tokenizer = build_tokenizer(world)
     everyone = list(range(len(world.identities)))
@@ -389,16 +400,7 @@ def load_toy_models(world: ToyWorldConfig | ToyWorld | None = None, model: ToyMo
         if progress:
             print(f"[vkd-fast] building the toy world's vanilla and gold models into {path} (first run only)",
                   file=sys.stderr, flush=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=root))
-        try:
-            _build(world, model, tmp, progress)
-            try:
-                tmp.rename(path)
-            except OSError:  # another process finished the same build first: keep theirs
-                if not (path / "build.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _build_into(path, "build.json", lambda tmp: _build(world, model, tmp, progress))
     build = json.loads((path / "build.json").read_text())
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
     return ToyModels(world, tokenizer, _load(path / "vanilla"), _load(path / "gold"), path, build)
