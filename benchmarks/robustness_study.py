@@ -447,7 +447,10 @@ def main(argv=None) -> int:
             path = cells / f"world{w}-{re.sub(r'[^A-Za-z0-9_.+-]', '_', name)}.json"
             if path.exists() and not args.fresh:
                 row = json.loads(path.read_text())
-                seeds_ok = row.get("attack_seeds", list(args.attack_seeds)) == list(args.attack_seeds)
+                # cells written before they recorded their seeds: judged by how many seeds they hold
+                recorded = row.get("attack_seeds")
+                seeds_ok = (recorded == list(args.attack_seeds) if recorded is not None
+                            else len(row.get("recovery_llm_seeds", [])) == len(args.attack_seeds))
                 if seeds_ok and ((name not in args.grid and (name != "gold" or args.no_gold_grid))
                                  or "worst_visual" in row):
                     if _complete_cell(row, name, models, sets, state):  # an older cell: add only what it lacks

@@ -124,3 +124,36 @@ def test_training_save_load_and_drop(tmp_path):
         install_gated_lock(T.tiny_llava(), rank=0)
     with pytest.raises(ValueError, match="layers must be indices"):
         install_gated_lock(T.tiny_llava(), layers=[99])
+
+
+def test_a_copy_stays_locked_checkpointing_is_refused_and_an_aborted_forward_leaves_no_gate():
+    import copy
+
+    model, tok = T.tiny_llava().eval(), T.tiny_tokenizer()
+    ad = get_adapter(model)
+    img_ids, image = _image_prompt(model, tok)
+    img = ad.model_inputs(torch.tensor([img_ids]), torch.ones(1, len(img_ids), dtype=torch.long), **image)
+    text = torch.tensor([encode_prompt(ad, tok, "who is bob ?")])
+    with torch.no_grad():
+        base_text = model(input_ids=text).logits
+    lock = install_gated_lock(model, rank=2)
+    _randomise(lock, 4)
+    twin = copy.deepcopy(model)  # what the relearning attack does: the copy must carry the lock
+    with torch.no_grad():
+        assert torch.equal(twin(**img).logits, model(**img).logits)
+        assert torch.equal(twin(input_ids=text).logits, base_text)
+    model.gradient_checkpointing_enable()
+    model.train()
+    with pytest.raises(RuntimeError, match="does not work with gradient checkpointing"):
+        model(**img)
+    model.gradient_checkpointing_disable()
+    model.eval()
+
+    def boom(module, args, output):
+        raise KeyError("stop")
+
+    handle = ad.llm_layers[0].register_forward_hook(boom)
+    with pytest.raises(KeyError), torch.no_grad():
+        model(**img)
+    handle.remove()
+    assert lock.state.gate is None  # cleared although the forward raised

@@ -60,3 +60,24 @@ def test_the_attack_moves_no_weight_and_reaches_its_objective(toy):
     assert 0 <= out["acc_after_attack"] <= 1 and out["acc_before"] == before
     with pytest.raises(ValueError, match="steps must be a positive int"):
         embedding_attack(model, tok, forget, split, acc_before=before, steps=0)
+
+
+def test_a_failure_mid_attack_leaves_the_model_as_it_was(monkeypatch):
+    import vkd_fast.eval.embedding_attack as E
+    from vkd_fast.data import ToyWorld, ToyWorldConfig
+
+    model, tok = T.tiny_llava().train(), T.tiny_tokenizer()
+    world = ToyWorld(ToyWorldConfig(n_identities=4))
+    items = [{**it, "question": "what is the job of this person ?", "options": ["baker", "pilot"],
+              "answer": "pilot"} for it in world.image_items(world.forget_ids, "train")[:8]]
+    module = get_adapter(model).projector_modules[-1]
+    flags = [p.requires_grad for p in model.parameters()]
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("stop")
+
+    monkeypatch.setattr(E, "answer_ce", broken)
+    with pytest.raises(FloatingPointError):
+        embedding_attack(model, tok, items, RelearnConfig(attributes=("job",)), acc_before=1.0, steps=2)
+    assert not module._forward_hooks  # the projector emits its own tokens again
+    assert [p.requires_grad for p in model.parameters()] == flags and model.training

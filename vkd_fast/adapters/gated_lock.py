@@ -11,7 +11,11 @@ had an image keeps the gate open for the tokens generated after it; a new sequen
 The gate is computed from ``input_ids`` by a forward pre-hook on the whole model (the language model
 itself sees only embeddings) and cleared after that forward: position t of row b is open when an
 image token occurs in row b at or before t; a call that does not go through the model's own forward
-(e.g. ``adapter.text_logits``) sees W alone. The where-select needs no host synchronisation; the
+(e.g. the language model run directly, as an ``llm:j`` feature tap does) sees W alone. Gradient
+checkpointing is refused (its recomputation would run with the gate closed). A model with the lock
+installed is saved with :meth:`GatedLock.save` (the lock) and, after :meth:`GatedLock.remove`, the
+model's own ``save_pretrained``; its ``state_dict`` with the lock in place is not a checkpoint of
+the family. The where-select needs no host synchronisation; the
 pre-hook asks the KV cache its length (a shape, no device read) to tell a continued generation from
 a new one.
 
@@ -123,6 +127,32 @@ class GatedLock:
         self.modules = {}
 
 
+class _OpenGate:
+    """The forward pre-hook: the gate of this call from its ``input_ids``. An object holding the state
+    (not a closure), so that ``copy.deepcopy`` of a locked model (the relearning attack's copy) copies
+    hooks and state together: the copy is locked too."""
+
+    def __init__(self, state: _GateState):
+        self.state = state
+
+    def __call__(self, module, args, kwargs):
+        if module.training and getattr(module, "is_gradient_checkpointing", False):
+            raise RuntimeError("the gated lock does not work with gradient checkpointing (the recomputed forward "
+                               "would run with the gate closed): call model.gradient_checkpointing_disable()")
+        self.state.update(kwargs.get("input_ids", args[0] if args else None), _continuing(kwargs))
+
+
+class _CloseGate:
+    """The forward hook (also after a forward that raised): a later call that bypasses the model's
+    forward sees W alone."""
+
+    def __init__(self, state: _GateState):
+        self.state = state
+
+    def __call__(self, module, args, output):
+        self.state.gate = None
+
+
 def _continuing(kwargs: dict) -> bool:
     """Whether this forward continues a cached generation (its cache already holds tokens): the cache
     object (``cache`` in transformers 5, ``past_key_values`` in 4.x) knows its length; else
@@ -167,13 +197,8 @@ def install_gated_lock(model, rank: int = 8, alpha: float = 16.0, targets=DEFAUL
     if not modules:
         raise ValueError(f"no linear named one of {tuple(targets)} in the chosen layers")
 
-    def before(module, args, kwargs):
-        state.update(kwargs.get("input_ids", args[0] if args else None), _continuing(kwargs))
-
-    def after(module, args, output):  # a later call that bypasses the model's forward sees W alone
-        state.gate = None
-
-    hooks = [model.register_forward_pre_hook(before, with_kwargs=True), model.register_forward_hook(after)]
+    hooks = [model.register_forward_pre_hook(_OpenGate(state), with_kwargs=True),
+             model.register_forward_hook(_CloseGate(state), always_call=True)]
     config = {"rank": rank, "alpha": alpha, "targets": list(targets), "layers": list(chosen),
               "model_type": getattr(model.config, "model_type", None), "image_token_id": state.image_token_id}
     return GatedLock(model, modules, state, config, hooks)

@@ -87,40 +87,40 @@ def embedding_attack(model, tokenizer, forget_vqa: list[dict], config: RelearnCo
     for it in held:
         by_image[id(it["image"])]["held"].append(it)
     was_training = model.training
-    model.eval()
     flags = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
     device = next(model.parameters()).device
-    after_unlearn = multiple_choice(model, adapter, tokenizer, held, batch_size=batch_size)["accuracy"]
     correct = total = taught_correct = taught_total = 0
     try:
+        model.eval()
+        model.requires_grad_(False)
+        after_unlearn = multiple_choice(model, adapter, tokenizer, held, batch_size=batch_size)["accuracy"]
         for group in by_image.values():
             if not group["held"]:
                 continue
             taught = [{"image": it["image"], "question": it["question"], "answer": _answer(it)}
                       for it in group["attack"]]
-            if taught:
-                examples = encode_qa(adapter, tokenizer, taught, "attack items")
-                vectors = torch.nn.Parameter(_own_tokens(model, adapter, module, examples[0]).float())
-                replace = _Replace(module, vectors)
-                opt = torch.optim.Adam([vectors], lr=lr)
-                inputs, labels = collate_qa(adapter, examples, pad_id(tokenizer))
-                inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
-                labels = labels.to(device)
-                with torch.enable_grad():
-                    for _ in range(steps):
-                        opt.zero_grad(set_to_none=True)
-                        answer_ce(*answer_logprobs(model(**inputs).logits, labels)).backward()
-                        opt.step()
-            else:  # nothing taught about this image: its own tokens stand
-                replace = None
+            replace = None
             try:
+                if taught:
+                    examples = encode_qa(adapter, tokenizer, taught, "attack items")
+                    vectors = torch.nn.Parameter(_own_tokens(model, adapter, module, examples[0]).float())
+                    replace = _Replace(module, vectors)
+                    opt = torch.optim.Adam([vectors], lr=lr)
+                    inputs, labels = collate_qa(adapter, examples, pad_id(tokenizer))
+                    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+                    labels = labels.to(device)
+                    with torch.enable_grad():
+                        for _ in range(steps):
+                            opt.zero_grad(set_to_none=True)
+                            answer_ce(*answer_logprobs(model(**inputs).logits, labels)).backward()
+                            opt.step()
+                # nothing taught about this image: its own tokens stand
                 result = multiple_choice(model, adapter, tokenizer, group["held"], batch_size=batch_size)
                 if group["attack"]:
                     got = multiple_choice(model, adapter, tokenizer, group["attack"], batch_size=batch_size)
                     taught_correct += round(got["accuracy"] * got["n"])
                     taught_total += got["n"]
-            finally:
+            finally:  # the projector is the model's own again, whatever happened
                 if replace is not None:
                     replace.remove()
             correct += round(result["accuracy"] * result["n"])

@@ -39,10 +39,11 @@ def auc(members, nonmembers) -> float:
 
 
 def privacy_leak(auc_model: float, auc_gold: float) -> float:
-    """MUSE's PrivLeak: ``(AUC_model - AUC_gold) / AUC_gold`` (0: as private as gold)."""
-    if not auc_gold > 0:
-        raise ValueError(f"auc_gold must be > 0, got {auc_gold!r}")
-    return (auc_model - auc_gold) / auc_gold
+    """MUSE's PrivLeak: ``(AUC_model - AUC_gold) / AUC_gold`` (0: as private as gold); NaN when gold's
+    AUC is 0 (every member below every non-member: the ratio is undefined, not an error)."""
+    if not 0 <= auc_gold <= 1:
+        raise ValueError(f"auc_gold must be an AUC in [0, 1], got {auc_gold!r}")
+    return (auc_model - auc_gold) / auc_gold if auc_gold > 0 else math.nan
 
 
 def _image_key(item: dict, i: int):
