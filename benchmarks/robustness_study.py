@@ -290,7 +290,8 @@ def paired_statistics(rows: list[dict], worlds: list[int], names: list[str], see
                 if name not in ("gold", "oracle"):
                     gc = gap_closed(cells["m"], cells["o"], cells["g"], clusters=clusters)
                     c = ("n/a" if math.isnan(gc["value"])
-                         else f"{gc['value']:+.2f} [{gc['low']:+.2f}, {gc['high']:+.2f}]")
+                         else f"{gc['value']:+.2f} [{gc['low']:+.2f}, {gc['high']:+.2f}]"
+                         + ("" if gc["meaningful"] else " (not meaningful: oracle - gold not clearly > 0)"))
             under = "–"
             if name != "oracle" and all(by.get((w, "oracle")) for w in per_world):
                 ok = [w for w in per_world if per_world[w] <= by[(w, "oracle")][f"recovery_{mode}"] + 1e-9]

@@ -379,7 +379,8 @@ def stats_lines(report: dict) -> list[str]:
             if "gap_closed" in s:
                 c = s["gap_closed"]
                 parts.append("C n/a (oracle = gold)" if math.isnan(c["value"]) else
-                             f"C {c['value']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]")
+                             f"C {c['value']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
+                             + ("" if c["meaningful"] else " (not meaningful: oracle - gold not clearly > 0)"))
             out.append("; ".join(parts))
     return out
 

@@ -64,6 +64,10 @@ def test_gap_closed_formula_interval_and_degenerate_cases():
     assert out["low"] <= out["value"] <= out["high"] and out["undefined_draws"] == 0
     assert gap_closed(gold, oracle, gold, n_boot=200)["value"] == pytest.approx(1.0)
     assert gap_closed(oracle, oracle, gold, n_boot=200)["value"] == pytest.approx(0.0)
+    assert out["meaningful"] and out["denominator_low"] > 0  # the oracle is above gold in every cell
+    # an oracle that is sometimes above, sometimes below gold: the ratio's denominator crosses zero
+    shaky = gap_closed(method, [0.2, 0.1, 0.3, 0.0], [0.1, 0.2, 0.0, 0.3], n_boot=2000)
+    assert not shaky["meaningful"] and shaky["denominator_low"] <= 0
     same = gap_closed(method, gold, gold, n_boot=200)
     assert math.isnan(same["value"]) and same["undefined_draws"] == 200 and math.isnan(same["low"])
 

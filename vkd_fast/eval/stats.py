@@ -96,8 +96,10 @@ def gap_closed(method: Sequence[float], oracle: Sequence[float], gold: Sequence[
     """C = (mean oracle - mean method) / (mean oracle - mean gold) over paired cells, and its paired
     bootstrap interval (draws where oracle and gold coincide are left out of it; their count is
     ``undefined_draws``). ``value`` is NaN when the oracle and gold do not differ at all: then no
-    method can be placed between them. Returns ``{"value", "low", "high", "n", "clusters", "level",
-    "n_boot", "undefined_draws"}``."""
+    method can be placed between them. ``meaningful``: the same bootstrap's interval of oracle -
+    gold lies above zero; otherwise the ratio's denominator may cross zero and C's interval says
+    nothing (report it as not defined). Returns ``{"value", "low", "high", "meaningful",
+    "denominator_low", "n", "clusters", "level", "n_boot", "undefined_draws"}``."""
     m = _check("method", method)
     o = _check("oracle", oracle, len(m))
     g = _check("gold", gold, len(m))
@@ -109,12 +111,18 @@ def gap_closed(method: Sequence[float], oracle: Sequence[float], gold: Sequence[
         return (mo - mm) / (mo - mg) if mo != mg else math.nan
 
     rng = random.Random(seed)
-    draws = [c_of(_resample(groups, rng)) for _ in range(n_boot)]
+    draws, gaps = [], []
+    for _ in range(n_boot):
+        idx = _resample(groups, rng)
+        draws.append(c_of(idx))
+        gaps.append(sum(o[i] - g[i] for i in idx) / len(idx))
     kept = sorted(x for x in draws if not math.isnan(x))
     alpha = (1 - level) / 2
     low, high = (_percentile(kept, alpha), _percentile(kept, 1 - alpha)) if kept else (math.nan, math.nan)
-    return {"value": c_of(range(len(m))), "low": low, "high": high, "n": len(m), "clusters": len(groups),
-            "level": level, "n_boot": n_boot, "undefined_draws": n_boot - len(kept)}
+    denominator_low = _percentile(sorted(gaps), alpha)
+    return {"value": c_of(range(len(m))), "low": low, "high": high, "meaningful": denominator_low > 0,
+            "denominator_low": denominator_low, "n": len(m), "clusters": len(groups), "level": level,
+            "n_boot": n_boot, "undefined_draws": n_boot - len(kept)}
 
 
 __all__ = ["gap_closed", "paired_bootstrap"]
