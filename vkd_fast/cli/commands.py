@@ -56,6 +56,13 @@ def _protocol(args) -> str:
             if owner != protocol and given:
                 raise ValueError(f"{' and '.join(flags)} appl{'ies' if len(flags) == 1 else 'y'} to --protocol "
                                  f"{owner} only")
+    if protocol != "likelihood":
+        from ..eval.protocols.registry import PROTOCOLS
+
+        try:  # an optional package the protocol needs, before any work
+            PROTOCOLS.get(protocol).require()
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
     if protocol == "likelihood" and args.audit:
         from ..eval.protocols import available_protocols
 

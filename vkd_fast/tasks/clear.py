@@ -39,15 +39,9 @@ class ClearTask(Task):
                                     **({"rows": args.limit} if args.limit else {}))
 
     def protocol_kwargs(self, args, protocol: str) -> dict:
-        from ..eval.metrics import require_text_metrics
-        from ..eval.protocols.clear import reference_truth_ratios, require_scipy
+        from ..eval.protocols.clear import reference_truth_ratios
         from ..utils.files import read_json_file
 
-        try:
-            require_text_metrics()
-            require_scipy()
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
         reference = None
         if args.reference:  # checked before any model loads
             reference = read_json_file("--reference", args.reference)

@@ -80,12 +80,6 @@ class MllmuTask(Task):
         return load_mllmu_benchmark(self.root(args), *self.splits(args), limit=args.limit)
 
     def protocol_kwargs(self, args, protocol: str) -> dict:
-        from ..eval.metrics import require_text_metrics
-
-        try:
-            require_text_metrics()
-        except ImportError as exc:
-            raise ValueError(str(exc)) from None
         return {"seed": args.seed, "shots": args.shots}
 
 

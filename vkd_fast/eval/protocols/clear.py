@@ -309,6 +309,13 @@ class ClearProtocol(BenchmarkProtocol):
     options = ("seed", "reference", "generation_image", "max_new_tokens")
 
     @classmethod
+    def require(cls) -> None:
+        from ..metrics import require_text_metrics
+
+        require_scipy()
+        require_text_metrics()
+
+    @classmethod
     def run(cls, model, tokenizer, data, adapter, generator, style, options: dict) -> dict:
         return evaluate_clear(generator, ClearScorer(model, adapter, tokenizer, style), data,
                               describe=generator.text, **options)

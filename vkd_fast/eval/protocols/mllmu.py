@@ -427,6 +427,12 @@ class MllmuProtocol(BenchmarkProtocol):
     fixed_length = True  # MLLMU-Bench's own length (50) is part of its protocol
 
     @classmethod
+    def require(cls) -> None:
+        from ..metrics import require_text_metrics
+
+        require_text_metrics()
+
+    @classmethod
     def run(cls, model, tokenizer, data, adapter, generator, style, options: dict) -> dict:
         return evaluate_mllmu(generator, data, describe=generator.text, **options)
 

@@ -15,8 +15,8 @@ class BenchmarkProtocol:
     Subclasses set ``summary`` (one line, for help texts), ``data_type`` (what the evaluated
     ``sets`` argument must be) and ``loader`` (how a user gets one, shown in errors), ``options``
     (the keyword options :meth:`run` takes besides the prompt ``style``), ``fixed_length`` (True:
-    the generation length is part of the protocol and ``max_new_tokens`` is refused), and
-    implement :meth:`run`."""
+    the generation length is part of the protocol and ``max_new_tokens`` is refused), implement
+    :meth:`run` and, when it needs optional packages, :meth:`require`."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""  # one line for help texts
@@ -24,6 +24,11 @@ class BenchmarkProtocol:
     loader: ClassVar[str] = ""
     options: ClassVar[tuple[str, ...]] = ()
     fixed_length: ClassVar[bool] = False
+
+    @classmethod
+    def require(cls) -> None:
+        """Raise ``ImportError`` (saying what to install) when an optional package the protocol needs
+        is missing; callers check it before any model loads."""
 
     @classmethod
     def run(cls, model, tokenizer, data, adapter, generator, style, options: dict) -> dict:
