@@ -115,25 +115,18 @@ def _unlearn(models, name: str):
 
 
 def _audit(model, models, sets) -> dict:
-    """The membership-inference audit (vkd_fast.eval.privacy): the forget people's training images
-    against as many strangers' images; AUCs of the loss and Min-K% scores."""
-    from vkd_fast.eval.privacy import privacy_audit
+    """The membership-inference audit, as the demo measures it (vkd_fast.tasks.toy.privacy_row)."""
+    from vkd_fast.tasks.toy import privacy_row
 
-    world = models.world
-    out = privacy_audit(model, models.tokenizer, sets["forget_vqa"], world.stranger_items(len(world.forget_ids)))
-    return {"mia_auc": out["auc_loss"], "mia_auc_min_k": out["auc_min_k"]}
+    return privacy_row(model, models.tokenizer, models.world, sets["forget_vqa"])
 
 
 def _embedding(model, models, sets, state) -> dict:
-    """The embedding attack (vkd_fast.eval.embedding_attack) with the default attack's split."""
-    from vkd_fast.eval.embedding_attack import embedding_attack
-    from vkd_fast.eval.relearn import RelearnConfig, held_out_accuracy
+    """The embedding attack, as the demo runs it (vkd_fast.tasks.toy.embedding_row)."""
+    from vkd_fast.tasks.toy import embedding_row
 
     forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
-    split = RelearnConfig(attributes=("job", "city"))
-    if "embedding_before" not in state:
-        state["embedding_before"] = held_out_accuracy(models.vanilla, models.tokenizer, forget_all, split)
-    out = embedding_attack(model, models.tokenizer, forget_all, split, acc_before=state["embedding_before"])
+    out = embedding_row(model, models.tokenizer, forget_all, models.vanilla, state)
     return {"recovery_embedding": out["recovery"], "embedding_acc_after_attack": out["acc_after_attack"],
             "embedding_acc_taught": out["acc_taught"]}
 

@@ -19,15 +19,14 @@ from .data.toy_model import ORACLE_STEPS
 from .engine import UnlearnConfig, unlearn
 from .eval import evaluate
 from .eval.bars import Bars, unlearning_bars
-from .eval.embedding_attack import embedding_attack
 from .eval.metrics import multiple_choice
-from .eval.privacy import privacy_audit, privacy_leak
+from .eval.privacy import privacy_leak
 from .eval.probe import identity_probe
-from .eval.relearn import AttackGrid, RelearnConfig, attack_grid, held_out_accuracy
+from .eval.relearn import AttackGrid, attack_grid
 from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
 from .eval.stats import gap_closed, paired_bootstrap
 from .methods import create_method, get_method
-from .tasks.toy import toy_eval_sets
+from .tasks.toy import embedding_row, privacy_row, toy_eval_sets
 from .utils.devices import check_device_spec, resolve_device
 from .utils.memory import measure
 from .utils.options import check_types, from_mapping
@@ -168,16 +167,13 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     def probe(model):
         return identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"], sets["forget_vqa_unseen"])["accuracy"]
 
-    embedding_split = RelearnConfig(attributes=("job", "city"))  # the default attack's split
-    embedding_before: list[float] = []
+    embedding_cache: dict = {}
 
     def embed(model, row):
         """The embedding attack (what W holds whatever V+P does): row["recovery_embedding"]."""
         if not config.embedding_attack:
             return None
-        if not embedding_before:
-            embedding_before.append(held_out_accuracy(models.vanilla, tok, forget_all, embedding_split))
-        result = embedding_attack(model, tok, forget_all, embedding_split, acc_before=embedding_before[0])
+        result = embedding_row(model, tok, forget_all, models.vanilla, embedding_cache)
         row["recovery_embedding"] = result["recovery"]
         return result
 
@@ -185,8 +181,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     strangers = world.stranger_items(len(world.forget_ids), seed=0)
 
     def audit(model):
-        out = privacy_audit(model, tok, sets["forget_vqa"], strangers)
-        return {"mia_auc": out["auc_loss"], "mia_auc_min_k": out["auc_min_k"]}
+        return privacy_row(model, tok, world, sets["forget_vqa"], strangers)
 
     references = [("vanilla", models.vanilla), ("gold", models.gold)]
     if config.oracle:

@@ -19,6 +19,32 @@ def toy_eval_sets(world) -> dict[str, list[dict]]:
     }
 
 
+def privacy_row(model, tokenizer, world, members: list[dict], strangers: list[dict] | None = None) -> dict:
+    """The toy world's privacy audit (docs/method.md §4.5) as row keys ``mia_auc`` (LOSS score) and
+    ``mia_auc_min_k``: ``members`` (the forget people's training-image questions, ``forget_vqa``)
+    against as many strangers (:meth:`~vkd_fast.data.ToyWorld.stranger_items`, seed 0; pass them when
+    they are already drawn). The demo and the robustness study both measure it this way."""
+    from ..eval.privacy import privacy_audit
+
+    strangers = world.stranger_items(len(world.forget_ids), seed=0) if strangers is None else strangers
+    out = privacy_audit(model, tokenizer, members, strangers)
+    return {"mia_auc": out["auc_loss"], "mia_auc_min_k": out["auc_min_k"]}
+
+
+def embedding_row(model, tokenizer, forget_all: list[dict], vanilla, cache: dict) -> dict:
+    """The embedding attack (docs/method.md §4.4) with the default relearning attack's split (teach job
+    and city, test hobby and pet) on ``forget_all`` (forget VQA, training and unseen images); the
+    vanilla model's held-out accuracy is computed once and kept in ``cache``. Returns the attack's
+    result. The demo and the robustness study both run it this way."""
+    from ..eval.embedding_attack import embedding_attack
+    from ..eval.relearn import RelearnConfig, held_out_accuracy
+
+    split = RelearnConfig(attributes=("job", "city"))
+    if "embedding_acc_before" not in cache:
+        cache["embedding_acc_before"] = held_out_accuracy(vanilla, tokenizer, forget_all, split)
+    return embedding_attack(model, tokenizer, forget_all, split, acc_before=cache["embedding_acc_before"])
+
+
 def toy_world(args):
     """The world the command line names (the defaults for options it lacks)."""
     from ..data import ToyWorld, ToyWorldConfig
