@@ -135,3 +135,15 @@ def test_demo_config_option_of_the_cli(tmp_path, capsys):
                  str(tmp_path / "out"), "--device", "cpu"])
     assert code == 2 and "methods must be a non-empty subset of ('ga',)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_stats_lines_read_a_report_from_before_c_had_its_caveat():
+    from vkd_fast.demo import stats_lines
+
+    d = {"mean": 0.1, "low": -0.1, "high": 0.3}
+    old = {"rows": [{"method": "vkd"}], "details": {"vkd": {"stats": {"visual": {
+        "recoveries": [0.1, 0.2], "vs_gold": d, "vs_oracle": d, "gap_closed": {"value": 0.5, "low": 0.1, "high": 0.9}}}}}}
+    assert stats_lines(old) == ["vkd          visual seeds +0.10, +0.20; vs gold +0.10 [-0.10, +0.30]; "
+                                "vs oracle +0.10 [-0.10, +0.30]; C +0.50 [+0.10, +0.90]"]
+    old["details"]["vkd"]["stats"]["visual"]["gap_closed"]["meaningful"] = False
+    assert stats_lines(old)[0].endswith("C +0.50 [+0.10, +0.90] (not meaningful: oracle - gold not clearly > 0)")

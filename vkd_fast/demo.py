@@ -361,7 +361,8 @@ def summary(report: dict) -> str:
 
 
 def stats_lines(report: dict) -> list[str]:
-    """One line per (method, attack mode) with intervals against gold and the oracle, and C."""
+    """One line per (method, attack mode) with intervals against gold and the oracle, and C (a report
+    written before C carried ``meaningful`` is read as it was printed then)."""
     out = []
     for row in report["rows"]:
         stats = report["details"].get(row["method"], {}).get("stats", {})
@@ -373,9 +374,9 @@ def stats_lines(report: dict) -> list[str]:
                     parts.append(f"vs {ref} {d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]")
             if "gap_closed" in s:
                 c = s["gap_closed"]
+                caveat = "" if c.get("meaningful", True) else " (not meaningful: oracle - gold not clearly > 0)"
                 parts.append("C n/a (oracle = gold)" if math.isnan(c["value"]) else
-                             f"C {c['value']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]"
-                             + ("" if c["meaningful"] else " (not meaningful: oracle - gold not clearly > 0)"))
+                             f"C {c['value']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]{caveat}")
             out.append("; ".join(parts))
     return out
 
