@@ -17,6 +17,11 @@
    sizes changed -- each command's exit code and wall time, the device each said it ran on, and the
    scores. It needs pyarrow, rouge-score and nltk; where they are missing it says so and is skipped.
 
+The checks run in the order loss, cache, recipe, vkd_step (``--checks`` picks and orders them): the
+7B-shaped checkpoint's first write is the longest step, so it comes last. A check that raises is
+reported in the JSON (its error and traceback) and the others still run; the JSON is rewritten after
+each check, so what finished is on disk even when the run is cut short.
+
 On an image that has torch, transformers (>= 5.17), triton, peft, pybind11 and ninja but reaches no
 package index::
 
@@ -193,36 +198,67 @@ def check_recipe(device, dry: bool, workdir: Path) -> dict:
     return report
 
 
+CHECKS = ("loss", "cache", "recipe", "vkd_step")  # the 7B-shaped checkpoint's first write is the longest: last
+
+
+def _passed(name: str, section) -> bool | None:
+    """Whether one section passed (None: skipped, and said so)."""
+    if isinstance(section, dict) and "error" in section:
+        return False
+    if name == "loss":
+        return all(r["matches_reference"] for r in section)
+    if name == "cache":
+        return section["prefetch_matches"]
+    if name == "vkd_step":
+        return section["loss_finite"]
+    return section["ok"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="gpu_check.json", help="the JSON report")
+    ap.add_argument("--out", default="gpu_check.json", help="the JSON report (rewritten after each check)")
     ap.add_argument("--dry-run", action="store_true", help="tiny CPU shapes (no CUDA needed): the code paths only")
     ap.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/vkd_fast/bench"),
                     help="where the 7B-shaped checkpoint is (written on first use, ~14 GB)")
+    ap.add_argument("--checks", default=",".join(CHECKS),
+                    help=f"comma-separated checks to run, in this order (default: {','.join(CHECKS)})")
     args = ap.parse_args(argv)
     if args.dry_run != DRY:
         raise SystemExit("--dry-run must be given on the command line")
+    checks = [c.strip() for c in args.checks.split(",") if c.strip()]
+    unknown = sorted(set(checks) - set(CHECKS))
+    if unknown or not checks:
+        raise SystemExit(f"--checks must name some of {', '.join(CHECKS)}; got {args.checks!r}")
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("gpu_check: no CUDA device; run with --dry-run to check the code paths on CPU")
     device = torch.device("cpu" if args.dry_run else "cuda")
-    t0 = time.perf_counter()
-    report = {"dry_run": args.dry_run, "environment": H.environment()}
-    report["loss"] = check_loss(device, args.dry_run)
-    print(json.dumps(report["loss"], indent=1), flush=True)
-    report["cache"] = check_cache(device, args.dry_run)
-    print(json.dumps(report["cache"], indent=1), flush=True)
-    report["vkd_step"] = check_vkd_step(device, args.dry_run, Path(args.cache_dir))
-    print(json.dumps(report["vkd_step"], indent=1), flush=True)
-    report["recipe"] = check_recipe(device, args.dry_run, Path(args.cache_dir) / "recipe")
-    print(json.dumps(report["recipe"], indent=1), flush=True)
-    report["ok"] = (all(r["matches_reference"] for r in report["loss"]) and report["cache"]["prefetch_matches"]
-                    and report["vkd_step"]["loss_finite"] and report["recipe"]["ok"] is not False)
-    report["seconds"] = time.perf_counter() - t0
     from vkd_fast.utils.files import atomic_write
 
+    t0 = time.perf_counter()
+    report = {"dry_run": args.dry_run, "environment": H.environment(), "checks": checks}
+    run = {"loss": lambda: check_loss(device, args.dry_run), "cache": lambda: check_cache(device, args.dry_run),
+           "vkd_step": lambda: check_vkd_step(device, args.dry_run, Path(args.cache_dir)),
+           "recipe": lambda: check_recipe(device, args.dry_run, Path(args.cache_dir) / "recipe")}
+    for name in checks:
+        # one check's failure is reported and the others still run: a rented GPU's minutes are not spent twice
+        started = time.perf_counter()
+        try:
+            report[name] = run[name]()
+        except Exception as exc:  # noqa: BLE001 - reported in the JSON, and the run fails at the end
+            import traceback
+
+            report[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-3000:]}
+        print(f"== {name} ({time.perf_counter() - started:.1f} s)", json.dumps(report[name], indent=1), flush=True)
+        report["seconds"] = time.perf_counter() - t0
+        atomic_write(Path(args.out), json.dumps(report, indent=1))  # what finished is on disk if time runs out
+    passed = {name: _passed(name, report[name]) for name in checks}
+    report["passed"] = passed
+    report["ok"] = all(v is not False for v in passed.values())
+    report["seconds"] = time.perf_counter() - t0
     atomic_write(Path(args.out), json.dumps(report, indent=1))
     print(f"gpu_check {'(dry run) ' if args.dry_run else ''}{'OK' if report['ok'] else 'FAILED'} in "
-          f"{report['seconds']:.0f} s: wrote {args.out}")
+          f"{report['seconds']:.0f} s: wrote {args.out}" + ("" if report["ok"] else
+          f" (failed: {', '.join(k for k, v in passed.items() if v is False)})"))
     return 0 if report["ok"] else 1
 
 

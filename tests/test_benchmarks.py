@@ -46,3 +46,53 @@ def test_gpu_check_without_cuda_says_what_to_do(tmp_path):
                          text=True, timeout=300, check=False)
     assert out.returncode != 0 and "no CUDA device; run with --dry-run" in out.stderr
     assert not (tmp_path / "gc.json").exists()
+
+
+def _load_gpu_check(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(sys, "argv", ["gpu_check.py"])  # the module reads --dry-run from the command line
+    spec = importlib.util.spec_from_file_location("gpu_check_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_reports_a_failing_check_and_runs_the_others(tmp_path, monkeypatch):
+    import torch
+
+    gc = _load_gpu_check(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the checks themselves are replaced below
+    monkeypatch.setattr(gc.H, "environment", lambda: {"device": "test"})
+    ran = []
+
+    def broken(*_):
+        ran.append("loss")
+        raise RuntimeError("kernel exploded")
+
+    def cache(*_):
+        ran.append("cache")
+        return {"prefetch_matches": True}
+
+    def recipe(*_):
+        ran.append("recipe")
+        return {"skipped": "missing packages: nltk", "ok": None}
+
+    monkeypatch.setattr(gc, "check_loss", broken)
+    monkeypatch.setattr(gc, "check_cache", cache)
+    monkeypatch.setattr(gc, "check_recipe", recipe)
+    out = tmp_path / "gc.json"
+    assert gc.main(["--out", str(out), "--checks", "loss,recipe,cache"]) == 1
+    assert ran == ["loss", "recipe", "cache"]  # in the order asked for, past the failure
+    report = json.loads(out.read_text())
+    assert report["loss"]["error"] == "RuntimeError: kernel exploded" and "Traceback" in report["loss"]["traceback"]
+    assert report["passed"] == {"loss": False, "recipe": None, "cache": True} and report["ok"] is False
+    assert "vkd_step" not in report
+    assert gc.main(["--out", str(out), "--checks", "cache,recipe"]) == 0  # a skipped check does not fail the run
+    assert json.loads(out.read_text())["ok"] is True
+
+
+def test_gpu_check_rejects_unknown_checks(monkeypatch, tmp_path):
+    gc = _load_gpu_check(monkeypatch)
+    with pytest.raises(SystemExit, match="--checks must name some of loss, cache, recipe, vkd_step"):
+        gc.main(["--out", str(tmp_path / "gc.json"), "--checks", "loss,speed"])
