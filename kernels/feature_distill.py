@@ -24,9 +24,11 @@ arithmetic instead, so that CPU tests see the rounding a GPU does.
 import triton
 import triton.language as tl
 
-MSE = 0
-COSINE = 1
-SMOOTH_L1 = 2
+# Metric codes (vkd_fast.ops.METRIC_CODE). Globals that a @triton.jit function reads must be constexpr: a
+# GPU compile refuses any other, the interpreter does not check (tests/test_kernel_compiles.py does).
+MSE = tl.constexpr(0)
+COSINE = tl.constexpr(1)
+SMOOTH_L1 = tl.constexpr(2)
 
 
 @triton.jit
@@ -126,3 +128,4 @@ def feature_distill_fwd_kernel(
         b_loss = b_w * (b_acc * inv_d)
     b_loss = tl.where(m_ok, b_loss, nan)
     tl.store(p_loss + o_n, b_loss, mask=m_n)
+
