@@ -129,3 +129,28 @@ def feature_distill_fwd_kernel(
     b_loss = tl.where(m_ok, b_loss, nan)
     tl.store(p_loss + o_n, b_loss, mask=m_n)
 
+
+@triton.jit
+def feature_distill_bwd_scale_kernel(
+    p_g, p_scale, NUMEL, D, stride_scale,
+    PER_ROW: tl.constexpr, BLOCK: tl.constexpr, SOFT_BF16_RTNE: tl.constexpr,
+):
+    """Backward: ``grad *= grad_output`` in place (``grad`` contiguous [N, D]; the scale one fp32 value, or
+    one per row with reduction "none", read from device memory: no host sync). The product is taken
+    in fp32 with the fp32 scale and rounded once (``Tensor.mul_`` on CUDA first rounds a 0-dim scale to a
+    16-bit gradient's type). A scalar scale of exactly 1 -- ``loss.backward()`` on the loss itself, the
+    common case -- leaves the buffer as it is without reading or writing it: on an H200 that multiply
+    cost as long as the fused forward itself.
+    """
+    i_b = tl.program_id(0)
+    o = i_b.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = o < NUMEL
+    if PER_ROW:
+        b_c = tl.load(p_scale + (o // D) * stride_scale, mask=m, other=1.0).to(tl.float32)
+        b_g = tl.load(p_g + o, mask=m, other=0.0).to(tl.float32)
+        tl.store(p_g + o, _cast_out(b_g * b_c, p_g, SOFT_BF16_RTNE), mask=m)
+    else:
+        c = tl.load(p_scale).to(tl.float32)
+        if c != 1.0:
+            b_g = tl.load(p_g + o, mask=m, other=0.0).to(tl.float32)
+            tl.store(p_g + o, _cast_out(b_g * c, p_g, SOFT_BF16_RTNE), mask=m)

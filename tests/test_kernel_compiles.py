@@ -4,7 +4,7 @@ Every other kernel test runs under ``TRITON_INTERPRET=1``, which executes the Py
 none of what the compiler enforces: a non-constexpr global read inside ``@triton.jit`` ran fine under
 the interpreter and failed the first compile on an H200 (benchmarks/gpu_check.py, 2026-12-04). Here
 the kernel goes through Triton's real front end and code generation for a CUDA target (sm_90, the
-H100/H200) for each metric, element type and optional operand -- no GPU needed, only the compiler.
+H100/H200) for each metric, element type and optional operand, and the backward's scale kernel -- no GPU needed, only the compiler.
 The compiles run in a subprocess without ``TRITON_INTERPRET`` (under it ``@triton.jit`` gives an
 interpreted function that cannot be compiled).
 """
@@ -59,6 +59,23 @@ for metric, dtype, has_ti, has_si, has_w in json.loads(sys.argv[1]):
         out["cases"][key] = "ok" if ".target sm_90" in compiled.asm.get("ptx", "") else "no sm_90 PTX"
     except Exception as exc:  # reported per case
         out["cases"][key] = f"{type(exc).__name__}: {exc}"[:2000]
+scale = K.feature_distill_bwd_scale_kernel
+for dtype in ("fp32", "bf16", "fp16"):
+    for per_row in (False, True):
+        signature = {"p_g": f"*{dtype}", "p_scale": "*fp32", "NUMEL": "i64", "D": "i32", "stride_scale": "i64",
+                     "PER_ROW": "constexpr", "BLOCK": "constexpr", "SOFT_BF16_RTNE": "constexpr"}
+        constants = {"PER_ROW": per_row, "BLOCK": 4096, "SOFT_BF16_RTNE": False}
+        key = f"scale-{dtype}-{int(per_row)}"
+        if list(scale.arg_names) != list(signature):
+            out["cases"][key] = f"the kernel's arguments changed: {scale.arg_names}"
+            continue
+        source = ASTSource(fn=scale, signature=signature,
+                           constexprs={(scale.arg_names.index(n),): v for n, v in constants.items()})
+        try:
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+            out["cases"][key] = "ok" if ".target sm_90" in compiled.asm.get("ptx", "") else "no sm_90 PTX"
+        except Exception as exc:
+            out["cases"][key] = f"{type(exc).__name__}: {exc}"[:2000]
 print(json.dumps(out))
 '''
 
@@ -81,3 +98,8 @@ def test_kernel_compiles_for_sm90(compiled, case):
     metric, dtype, has_ti, has_si, has_w = case
     assert compiled["cases"][f"{metric}-{dtype}-{int(has_ti)}{int(has_si)}{int(has_w)}"] == "ok"
 
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("per_row", [False, True])
+def test_backward_scale_kernel_compiles_for_sm90(compiled, dtype, per_row):
+    assert compiled["cases"][f"scale-{dtype}-{int(per_row)}"] == "ok"

@@ -3,8 +3,9 @@
 
 Forward runs one kernel that produces the loss and ``grad = w c dl/ds`` (see kernels/ and csrc/).
 Backward scales that buffer by grad_output *in place* on the device -- no host sync and no second
-gradient-sized allocation -- and, with ``student_index``, scatters its rows (``index_add_``, so
-repeated indices accumulate) into a zero gradient of the full student matrix. Because the buffer is
+gradient-sized allocation; with Triton one fp32 pass, skipped on the device when grad_output is
+exactly 1 -- and, with ``student_index``, scatters its rows (``index_add_``, so repeated indices
+accumulate) into a zero gradient of the full student matrix. Because the buffer is
 consumed, a graph through this op supports one backward pass (``retain_graph=True`` and a second
 ``backward`` raise a clear error); the ``reference`` backend has no such limit.
 """
@@ -51,8 +52,22 @@ def _feature_distill_fwd_fake(student, target, target_index, student_index, weig
     return loss, grad
 
 
+@torch.library.custom_op("vkd_fast::feature_distill_bwd_scale", mutates_args=("grad",))
+def feature_distill_bwd_scale(grad: torch.Tensor, scale: torch.Tensor) -> None:
+    """Backward of the Triton backend: ``grad *= scale`` in place (scale 0-dim or [N]) in fp32, rounded once;
+    a custom op so that torch.compile keeps the kernel launch out of its trace."""
+    from .ops.triton_launch import feature_distill_bwd_scale_triton
+
+    feature_distill_bwd_scale_triton(grad, scale)
+
+
+@feature_distill_bwd_scale.register_fake
+def _feature_distill_bwd_scale_fake(grad, scale):
+    return None
+
+
 def _setup_context(ctx, inputs, output):
-    student, _target, _ti, student_index, _w, _metric, reduction, _backend = inputs
+    student, _target, _ti, student_index, _w, _metric, reduction, backend = inputs
     _loss, grad = output
     ctx.save_for_backward(grad, student_index)
     # The gradient buffer is an output only so that it can be saved; nothing differentiates it.
@@ -61,6 +76,7 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
     ctx.student_rows = student.shape[0]
     ctx.reduction = reduction
+    ctx.backend = backend
     ctx.consumed = False
 
 
@@ -73,8 +89,10 @@ def _backward(ctx, grad_loss, _grad_of_grad):
         )
     ctx.consumed = True
     grad, student_index = ctx.saved_tensors
-    scale = grad_loss.unsqueeze(1) if ctx.reduction == _NONE else grad_loss
-    grad = grad.mul_(scale)
+    if ctx.backend == "triton" and grad.is_contiguous():  # one fp32 pass; none when grad_loss is 1
+        feature_distill_bwd_scale(grad, grad_loss)
+    else:
+        grad = grad.mul_(grad_loss.unsqueeze(1) if ctx.reduction == _NONE else grad_loss)
     if student_index is not None:
         full = grad.new_zeros((ctx.student_rows, grad.shape[1]))
         grad = full.index_add_(0, student_index, grad)

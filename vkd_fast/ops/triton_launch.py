@@ -78,3 +78,32 @@ def feature_distill_fwd_triton(
         return loss_rows, grad
     total = loss_rows.sum()
     return (total / n if reduction == "mean" else total), grad
+
+
+_SCALE_BLOCK = 4096            # elements per program of the backward's scale on a GPU
+_INTERP_SCALE_BLOCK = 1 << 16  # fewer, bigger programs under the interpreter
+
+
+def feature_distill_bwd_scale_triton(grad: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``grad *= scale`` in place, ``scale`` 0-dim or one per row (any stride): ``(grad.float() * scale)``
+    rounded once to ``grad``'s type.
+
+    ``grad`` is the forward's own buffer (contiguous); a scalar scale of 1 leaves it untouched on the
+    device, so ``loss.backward()`` costs no pass over the gradient.
+    """
+    from vkd_fast.kernels.feature_distill import feature_distill_bwd_scale_kernel
+
+    numel = grad.numel()
+    if numel == 0:
+        return grad
+    if not grad.is_contiguous() or scale.dim() > 1:
+        return grad.mul_(scale.unsqueeze(1) if scale.dim() == 1 else scale)
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    block = _INTERP_SCALE_BLOCK if interpret else _SCALE_BLOCK
+    per_row = scale.dim() == 1
+    feature_distill_bwd_scale_kernel[(-(-numel // block),)](
+        grad, scale, numel, grad.shape[1], scale.stride(0) if per_row else 0,
+        PER_ROW=per_row, BLOCK=block, SOFT_BF16_RTNE=interpret and grad.dtype == torch.bfloat16,
+        num_warps=8,
+    )
+    return grad
