@@ -17,7 +17,11 @@
    sizes changed -- each command's exit code and wall time, the device each said it ran on, and the
    scores. It needs pyarrow, rouge-score and nltk; where they are missing it says so and is skipped.
 
-The checks run in the order loss, cache, recipe, vkd_step (``--checks`` picks and orders them): the
+5. ``roofline``: the fused kernel alone (no autograd, no host overhead in its GPU time) as a share of the
+   copy bandwidth, and the training step -- plain ``loss.backward()`` and a scaled loss -- against the
+   eager reference, at N=9216, D=1024 and at N=65536, D=4096, fp32 and bf16.
+
+The checks run in the order loss, roofline, cache, recipe, vkd_step (``--checks`` picks and orders them): the
 7B-shaped checkpoint's first write is the longest step, so it comes last. A check that raises is
 reported in the JSON (its error and traceback) and the others still run; the JSON is rewritten after
 each check, so what finished is on disk even when the run is cut short.
@@ -58,6 +62,7 @@ SHAPES = {  # (real, dry run)
     "loss": ({"n": 9216, "d": 1024}, {"n": 64, "d": 32}),
     "cache": ({"images": 64, "batch": 16, "tokens": 576, "d": 1024}, {"images": 8, "batch": 2, "tokens": 16, "d": 32}),
     "vkd": ({"size": "7b", "steps": 8, "batch": 4}, {"size": "small", "steps": 2, "batch": 1}),
+    "roofline": ([(9216, 1024), (65536, 4096)], [(64, 32)]),
 }
 
 
@@ -96,6 +101,54 @@ def check_loss(device, dry: bool) -> list[dict]:
                      "loss_abs_diff": float((lt - lr).abs().max()), "grad_max_abs_diff": float((gt - gr).abs().max()),
                      **timing, "GBps": gbps, "copy_GBps": bandwidth, "share_of_copy": gbps / bandwidth})
     return rows
+
+
+def check_roofline(device, dry: bool) -> list[dict]:
+    """The fused kernel alone against the device's copy bandwidth, and the whole training step (forward +
+    backward through ``vf.feature_distill_loss``, with ``loss.backward()`` and with a scaled loss, which
+    makes the backward scale the gradient buffer) against the eager reference, at the benchmark shape
+    and at one 16x larger. Timed with ``triton.testing.do_bench`` on CUDA (GPU time of back-to-back
+    calls), with the harness's synchronising timer on the dry run."""
+    from bench_feature_distill import copy_bandwidth
+
+    if dry:
+        def bench(fn):
+            return H.time_fn(fn, device=device, warmup=1, reps=3)["median_ms"]
+    else:
+        from triton.testing import do_bench
+
+        def bench(fn):
+            return do_bench(fn, warmup=10, rep=100)
+
+    rows = []
+    for n, d in SHAPES["roofline"][dry]:
+        bandwidth = copy_bandwidth(device, n * d * 4)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            rows.append({"n": n, "d": d, "dtype": name, "copy_GBps": bandwidth,
+                         **_roofline_case(n, d, dtype, device, bench, bandwidth)})
+    return rows
+
+
+def _roofline_case(n: int, d: int, dtype, device, bench, bandwidth: float) -> dict:
+    import vkd_fast as vf
+    from vkd_fast.ops.triton_launch import feature_distill_fwd_triton
+
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(n, d, generator=g).to(device=device, dtype=dtype).requires_grad_()
+    t = torch.randn(n, d, generator=g).to(device=device, dtype=dtype)
+    moved = 3 * n * d * s.element_size()  # read student and target, write the gradient
+    row = {"kernel_ms": bench(lambda: feature_distill_fwd_triton(s, t, None, None, None, "mse", "mean"))}
+    for key, backend, factor in (("step_ms", "triton", None), ("scaled_step_ms", "triton", 0.5),
+                                 ("eager_step_ms", "reference", None)):
+        def step(backend=backend, factor=factor):
+            loss = vf.feature_distill_loss(s, t, backend=backend)
+            (loss if factor is None else loss * factor).backward()
+            s.grad = None
+
+        row[key] = bench(step)
+    row["kernel_share_of_copy"] = moved / (row["kernel_ms"] * 1e-3) / 1e9 / bandwidth
+    row["step_vs_eager"] = row["eager_step_ms"] / row["step_ms"]
+    return row
 
 
 def check_cache(device, dry: bool) -> dict:
@@ -198,7 +251,8 @@ def check_recipe(device, dry: bool, workdir: Path) -> dict:
     return report
 
 
-CHECKS = ("loss", "cache", "recipe", "vkd_step")  # the 7B-shaped checkpoint's first write is the longest: last
+# the 7B-shaped checkpoint's first write is the longest step: last
+CHECKS = ("loss", "roofline", "cache", "recipe", "vkd_step")
 
 
 def _passed(name: str, section) -> bool | None:
@@ -209,6 +263,8 @@ def _passed(name: str, section) -> bool | None:
         return all(r["matches_reference"] for r in section)
     if name == "cache":
         return section["prefetch_matches"]
+    if name == "roofline":  # a measurement: passes when every figure is a finite time
+        return all(v > 0 and v != float("inf") for r in section for k, v in r.items() if k.endswith("_ms"))
     if name == "vkd_step":
         return section["loss_finite"]
     return section["ok"]
@@ -236,7 +292,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     report = {"dry_run": args.dry_run, "environment": H.environment(), "checks": checks}
-    run = {"loss": lambda: check_loss(device, args.dry_run), "cache": lambda: check_cache(device, args.dry_run),
+    run = {"loss": lambda: check_loss(device, args.dry_run), "roofline": lambda: check_roofline(device, args.dry_run),
+           "cache": lambda: check_cache(device, args.dry_run),
            "vkd_step": lambda: check_vkd_step(device, args.dry_run, Path(args.cache_dir)),
            "recipe": lambda: check_recipe(device, args.dry_run, Path(args.cache_dir) / "recipe")}
     for name in checks:

@@ -26,6 +26,9 @@ def test_gpu_check_dry_run_writes_its_report(tmp_path):
     assert [r["dtype"] for r in report["loss"]] == ["fp32", "bf16"]
     assert all(r["matches_reference"] and r["GBps"] > 0 and r["copy_GBps"] > 0 for r in report["loss"])
     assert report["cache"]["prefetch_matches"] and report["cache"]["pinned"] is False
+    roof = report["roofline"]
+    assert [(r["n"], r["d"], r["dtype"]) for r in roof] == [(64, 32, "fp32"), (64, 32, "bf16")]
+    assert all(r[k] > 0 for r in roof for k in ("kernel_ms", "step_ms", "scaled_step_ms", "eager_step_ms"))
     step = report["vkd_step"]
     # the small-shaped checkpoint was written (shard by shard, hub names) and only V + P were loaded
     assert step["checkpoint_write_seconds"] is not None and step["steps"] == 2 and step["loss_finite"]
@@ -94,5 +97,5 @@ def test_gpu_check_reports_a_failing_check_and_runs_the_others(tmp_path, monkeyp
 
 def test_gpu_check_rejects_unknown_checks(monkeypatch, tmp_path):
     gc = _load_gpu_check(monkeypatch)
-    with pytest.raises(SystemExit, match="--checks must name some of loss, cache, recipe, vkd_step"):
+    with pytest.raises(SystemExit, match="--checks must name some of loss, roofline, cache, recipe, vkd_step"):
         gc.main(["--out", str(tmp_path / "gc.json"), "--checks", "loss,speed"])
