@@ -51,8 +51,8 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	$(VENV)/bin/vkd-fast demo --output-dir $(DEMO_DIR) $(DEMO_ARGS)
 
-# The pytest script, not `python -m pytest` (which puts the repo root on sys.path; kernels/__init__.py hands a
-# top-level `import kernels` over to the PyPI package of that name, so both work, but the script is the plain case).
+# The pytest script, not `python -m pytest` (which puts the repo root on sys.path; both work, the script is the
+# plain case: the tests import the installed package).
 test: $(STAMP) $(COMPAT_STAMP)
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 	@echo "== adapter tests against $(COMPAT_TRANSFORMERS), the oldest supported line =="
@@ -94,7 +94,7 @@ lock:
 	@git diff --stat -- $(CONSTRAINTS) || true
 
 lint: $(STAMP)
-	$(PY) -m ruff check vkd_fast kernels tests benchmarks setup.py
+	$(PY) -m ruff check vkd_fast tests benchmarks examples setup.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_feature_distill.py --quick

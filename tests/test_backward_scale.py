@@ -1,4 +1,4 @@
-"""The Triton backend's backward scale (``grad *= grad_output`` in place, kernels/feature_distill.py):
+"""The Triton backend's backward scale (``grad *= grad_output`` in place, vkd_fast/kernels/feature_distill.py):
 the fp32 product of the gradient and the fp32 scale, rounded once to the gradient's type, for every
 element type, scalar and per-row scales (any stride), NaN rows and sizes that are not a multiple of
 the block; a scale of exactly 1 leaves the buffer alone. Runs the kernel under the Triton interpreter
