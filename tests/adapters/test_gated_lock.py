@@ -157,3 +157,31 @@ def test_a_copy_stays_locked_checkpointing_is_refused_and_an_aborted_forward_lea
         model(**img)
     handle.remove()
     assert lock.state.gate is None  # cleared although the forward raised
+
+
+def test_find_and_disable():
+    import copy
+
+    from vkd_fast.adapters import find_gated_lock
+
+    model, tok = T.tiny_llava().eval(), T.tiny_tokenizer()
+    ad = get_adapter(model)
+    img_ids, image = _image_prompt(model, tok)
+    img = ad.model_inputs(torch.tensor([img_ids]), torch.ones(1, len(img_ids), dtype=torch.long), **image)
+    with torch.no_grad():
+        plain = model(**img).logits
+    assert find_gated_lock(model) is None
+    lock = install_gated_lock(model, rank=2)
+    _randomise(lock, 5)
+    assert find_gated_lock(model) is lock
+    twin = copy.deepcopy(model)
+    assert find_gated_lock(twin) is not None and find_gated_lock(twin) is not lock  # the copy's own lock
+    assert find_gated_lock(twin).model is twin
+    with torch.no_grad():
+        locked = model(**img).logits
+        with lock.disabled():  # W alone at every position: the model before the lock, bit for bit
+            assert torch.equal(model(**img).logits, plain)
+        assert torch.equal(model(**img).logits, locked)  # and the lock back after the block
+        assert not torch.equal(locked, plain)
+    lock.remove()
+    assert find_gated_lock(model) is None

@@ -71,7 +71,7 @@ def test_bad_input_is_rejected_before_any_work():
     for fn, exc, pattern in cases:
         with pytest.raises(exc, match=pattern):
             fn()
-    assert vf.available_methods() == ["ga", "grad_diff", "kl_min", "mmunlearner", "npo", "vkd"]
+    assert vf.available_methods() == ["ga", "grad_diff", "kl_min", "mmunlearner", "npo", "vkd", "vkd_robust"]
 
 
 def test_early_stopping_on_an_evaluation():

@@ -9,7 +9,7 @@ trained; class defaults only for a model without one, with a warning (see ``base
 """
 
 from .base import VisualAdapter, chat_prompt
-from .gated_lock import GatedLock, install_gated_lock, load_gated_lock
+from .gated_lock import GatedLock, find_gated_lock, install_gated_lock, load_gated_lock
 from .hooks import count_calls, run_until
 from .llava import LlavaAdapter
 from .llava_next import LlavaNextAdapter
@@ -25,7 +25,7 @@ del _family
 
 __all__ = [
     "GatedLock", "LlavaAdapter", "LlavaNextAdapter", "Qwen2VLAdapter", "Qwen2_5_VLAdapter", "Tap", "TapSpec",
-    "VisualAdapter", "adapter_class", "chat_prompt", "check_trainable", "count_calls", "get_adapter",
-    "install_gated_lock", "load_gated_lock", "parse_tap", "register_adapter", "resolve_tap", "run_until",
-    "supported_model_types",
+    "VisualAdapter", "adapter_class", "chat_prompt", "check_trainable", "count_calls", "find_gated_lock",
+    "get_adapter", "install_gated_lock", "load_gated_lock", "parse_tap", "register_adapter", "resolve_tap",
+    "run_until", "supported_model_types",
 ]

@@ -22,11 +22,13 @@ a new one.
 Threat model: a white-box attacker who drops the lock gets the model without it back -- the lock is
 an extra module, saved apart (:meth:`GatedLock.save`), not folded into the checkpoint.
 
-Not yet trained by any method here: this is the mechanism ``vkd_robust`` will train (issue 26).
+Trained by the ``vkd_robust`` method (vkd_fast/methods/vkd_robust.py), which finds it on its model
+with :func:`find_gated_lock`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -45,6 +47,7 @@ class _GateState:
         self.image_token_id = image_token_id
         self.gate: torch.Tensor | None = None
         self.seen: torch.Tensor | None = None
+        self.enabled = True  # False inside GatedLock.disabled(): W alone everywhere
 
     def update(self, input_ids: torch.Tensor | None, continuing: bool) -> None:
         if input_ids is None:  # embeddings given directly: no token ids to read, the gate stays closed
@@ -70,7 +73,8 @@ class GatedLoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
         gate = self.state.gate
-        if gate is None or x.dim() != 3 or gate.shape != x.shape[:2]:  # no open position known: W itself
+        # no open position known, or the lock disabled: W itself
+        if gate is None or not self.state.enabled or x.dim() != 3 or gate.shape != x.shape[:2]:
             return y
         delta = (x.to(self.lock_A.dtype) @ self.lock_A.t() @ self.lock_B.t()) * self.scale
         return torch.where(gate[..., None], y + delta.to(y.dtype), y)
@@ -84,6 +88,16 @@ class GatedLock:
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules.values() for p in (m.lock_A, m.lock_B)]
+
+    @contextlib.contextmanager
+    def disabled(self):
+        """Within the block the model computes W alone at every position (the lock stays installed):
+        the reference the lock's training distils towards."""
+        before, self.state.enabled = self.state.enabled, False
+        try:
+            yield self
+        finally:
+            self.state.enabled = before
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -134,6 +148,7 @@ class _OpenGate:
 
     def __init__(self, state: _GateState):
         self.state = state
+        self.lock: GatedLock | None = None  # set by install_gated_lock (find_gated_lock reads it)
 
     def __call__(self, module, args, kwargs):
         if module.training and getattr(module, "is_gradient_checkpointing", False):
@@ -178,6 +193,8 @@ def install_gated_lock(model, rank: int = 8, alpha: float = 16.0, targets=DEFAUL
         raise ValueError(f"alpha must be > 0, got {alpha!r}")
     adapter = get_adapter(model)
     adapter.require_language_model("the gated lock")
+    if find_gated_lock(model) is not None:
+        raise ValueError("this model already has a gated lock installed (find_gated_lock); remove() it first")
     state = _GateState(adapter.image_token_id)
     blocks = adapter.llm_layers
     chosen = range(len(blocks)) if layers is None else layers
@@ -197,11 +214,23 @@ def install_gated_lock(model, rank: int = 8, alpha: float = 16.0, targets=DEFAUL
     if not modules:
         raise ValueError(f"no linear named one of {tuple(targets)} in the chosen layers")
 
-    hooks = [model.register_forward_pre_hook(_OpenGate(state), with_kwargs=True),
+    opener = _OpenGate(state)
+    hooks = [model.register_forward_pre_hook(opener, with_kwargs=True),
              model.register_forward_hook(_CloseGate(state), always_call=True)]
     config = {"rank": rank, "alpha": alpha, "targets": list(targets), "layers": list(chosen),
               "model_type": getattr(model.config, "model_type", None), "image_token_id": state.image_token_id}
-    return GatedLock(model, modules, state, config, hooks)
+    lock = GatedLock(model, modules, state, config, hooks)
+    opener.lock = lock
+    return lock
+
+
+def find_gated_lock(model) -> GatedLock | None:
+    """The lock installed on ``model`` (by :func:`install_gated_lock` or :func:`load_gated_lock`), or None;
+    a deep copy of a locked model finds its own copy of the lock."""
+    for hook in model._forward_pre_hooks.values():
+        if isinstance(hook, _OpenGate) and hook.lock is not None:
+            return hook.lock
+    return None
 
 
 def load_gated_lock(model, folder) -> GatedLock:
@@ -218,4 +247,5 @@ def load_gated_lock(model, folder) -> GatedLock:
     return lock
 
 
-__all__ = ["DEFAULT_TARGETS", "GatedLoRALinear", "GatedLock", "install_gated_lock", "load_gated_lock"]
+__all__ = ["DEFAULT_TARGETS", "GatedLoRALinear", "GatedLock", "find_gated_lock", "install_gated_lock",
+           "load_gated_lock"]

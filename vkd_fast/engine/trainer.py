@@ -218,6 +218,7 @@ class Trainer:
         self.history = StepHistory(config.grad_accum)
         try:
             self._steps(log)
+            self.method.after_steps()
         finally:
             with contextlib.suppress(NonFiniteLossError):
                 self.history.flush()

@@ -22,13 +22,15 @@ from .qa import QAMethod, QAOptions
 from .registry import available_methods, create_method, get_method, register_method
 from .saliency import MaskOptions
 from .vkd import VKD, VKDOptions
+from .vkd_robust import VKDRobust, VKDRobustOptions
 
-for _name, _cls in (("vkd", VKD), ("ga", GA), ("grad_diff", GradDiff), ("kl_min", KLMin), ("npo", NPO),
-                    ("mmunlearner", MMUnlearner)):
+for _name, _cls in (("vkd", VKD), ("vkd_robust", VKDRobust), ("ga", GA), ("grad_diff", GradDiff), ("kl_min", KLMin),
+                    ("npo", NPO), ("mmunlearner", MMUnlearner)):
     register_method(_name, _cls)
 
 __all__ = [
     "GA", "NPO", "VKD", "Batch", "GradDiff", "KLMin", "MMUnlearner", "MMUnlearnerOptions", "MaskOptions",
-    "NPOOptions", "NoOptions", "QAMethod", "QAOptions", "SetupContext", "UnlearningMethod", "VKDOptions",
+    "NPOOptions", "NoOptions", "QAMethod", "QAOptions", "SetupContext", "UnlearningMethod", "VKDOptions", "VKDRobust",
+    "VKDRobustOptions",
     "available_methods", "entry_generator", "create_method", "get_method", "register_method",
 ]

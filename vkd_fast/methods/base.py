@@ -14,6 +14,7 @@ An unlearning method is one class that owns everything specific to it; the train
 * :meth:`saliency_masks` -- optional per-weight gradient masks, computed after the trainable set;
 * :meth:`step` -- one micro-batch ``Batch(forget indices, retain indices) -> (loss, terms)``;
 * :meth:`tokens` -- how many tokens a batch trains on (throughput; known on the host, no sync);
+* :meth:`after_steps` -- optional work once the steps are done (``vkd_robust`` trains its lock there);
 * :meth:`close` -- clean-up, returning statistics (e.g. the teacher cache's).
 
 Every forward whose parameters receive gradients goes through ``self.student`` (set in
@@ -149,6 +150,11 @@ class UnlearningMethod:
     def tokens(self, batch: Batch) -> int:
         """Tokens (visual tokens or answer tokens) the batch trains on."""
         return 0
+
+    def after_steps(self) -> None:
+        """Called by the trainer once after the last step (not after an error), before :meth:`close`: a
+        method that trains something more once its steps are done does it here (``vkd_robust``: its
+        image-gated lock). Own training loops call it too. The default does nothing."""
 
     def close(self) -> dict:
         """Release what the method holds; returns its statistics (e.g. a cache's)."""

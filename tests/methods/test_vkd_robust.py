@@ -1,0 +1,103 @@
+"""``vkd_robust`` (vkd_fast/methods/vkd_robust.py): VKD's steps, then the image-gated lock trained
+against simulated V + P attackers. Checked here on a tiny LLaVA: the VKD phase is plain VKD's bit for
+bit and the lock phase changes nothing but the lock (V + P and W equal VKD's run), text-only logits
+stay bit-identical to the model before unlearning, the retain term starts at exactly 0 (the lock
+starts as the identity), the lock is saved with the run and loads back to the same logits, and the
+options and inputs are checked. What the lock buys against the relearning attack is measured on the
+toy worlds (README, Robustness), not here."""
+
+import _tiny_models as T
+import pytest
+import torch
+from _items import FORGET, RETAIN, qa
+
+import vkd_fast as vf
+from vkd_fast.adapters import find_gated_lock, get_adapter, load_gated_lock
+from vkd_fast.methods.vkd_robust import LOCK_FOLDER, VKDRobustOptions
+
+LOCK = {"lock_steps": 3, "attackers": 2, "attacker_steps": 1, "attacker_reset": 2, "lock_batch": 2,
+        "prior_images": 2}
+CONFIG = {"steps": 3, "batch_size": 2, "lr": 3e-3}
+
+
+def _items():
+    return qa(FORGET, "baker"), qa(RETAIN, "pilot")
+
+
+def _text_logits(model, tok):
+    from vkd_fast.utils.text import encode_prompt, pad_right
+
+    ad = get_adapter(model)
+    ids, mask = pad_right([encode_prompt(ad, tok, q) for q in ("what is the job of this person ?", "pilot baker")])
+    with torch.no_grad():
+        return ad.text_logits(ids, mask)
+
+
+def _image_logits(model, tok, item):
+    from vkd_fast.utils.text import encode_prompt
+
+    ad = get_adapter(model)
+    image = ad.preprocess([item["image"]])
+    ids = torch.tensor([encode_prompt(ad, tok, item["question"], ad.num_image_tokens(**image)[0])])
+    with torch.no_grad():
+        return model(**ad.model_inputs(ids, torch.ones_like(ids), **image)).logits
+
+
+def test_vkd_phase_is_vkds_and_the_lock_phase_changes_only_the_lock(tmp_path):
+    tok = T.tiny_tokenizer()
+    forget, retain = _items()
+    plain = T.tiny_llava()
+    before = T.tiny_llava()
+    robust = T.tiny_llava()
+    text_before = _text_logits(before, tok)
+    vf.unlearn(plain, forget, retain, method="vkd", config=vf.UnlearnConfig(**CONFIG), tokenizer=tok)
+    result = vf.unlearn(robust, forget, retain, method="vkd_robust", options=LOCK, tokenizer=tok,
+                        config=vf.UnlearnConfig(**CONFIG, output_dir=str(tmp_path / "run")))
+    lock = find_gated_lock(robust)
+    assert lock is not None and result.method == "vkd_robust"
+    # everything but the lock is VKD's run, bit for bit (W untouched, V + P restored after the attackers)
+    robust_params = dict(robust.named_parameters())
+    for name, p in plain.named_parameters():
+        wrapped = name.replace(".weight", ".base.weight").replace(".bias", ".base.bias")
+        q = robust_params.get(name, robust_params.get(wrapped))
+        assert q is not None and torch.equal(p, q), name
+    # the lock trained, from the identity (its retain term starts at exactly 0)
+    assert any(bool(m.lock_B.abs().sum() > 0) for m in lock.modules.values())
+    stats = result.method_stats["lock"]
+    assert stats["steps"] == 3 and stats["first"]["retain"] == 0.0 and stats["first"]["forget"] > 0
+    assert stats["parameters"] == sum(p.numel() for p in lock.parameters())
+    # text never sees the lock
+    assert torch.equal(_text_logits(robust, tok), text_before)
+    # image questions do; saved with the run, the lock loads onto VKD's model and gives the same logits
+    locked = _image_logits(robust, tok, forget[0])
+    assert not torch.equal(locked, _image_logits(plain, tok, forget[0]))
+    assert (tmp_path / "run" / LOCK_FOLDER / "lock.safetensors").is_file()
+    load_gated_lock(plain, tmp_path / "run" / LOCK_FOLDER)
+    torch.testing.assert_close(_image_logits(plain, tok, forget[0]), locked, rtol=0, atol=0)
+    # dropping the lock gives VKD's model back
+    lock.remove()
+    assert find_gated_lock(robust) is None
+
+
+def test_inputs_and_options_are_checked():
+    forget, retain = _items()
+    with pytest.raises(ValueError, match="needs tokenizer"):
+        vf.unlearn(T.tiny_llava(), forget, retain, method="vkd_robust", config=vf.UnlearnConfig(**CONFIG))
+    with pytest.raises(ValueError, match="question"):
+        vf.unlearn(T.tiny_llava(), FORGET, retain, method="vkd_robust", tokenizer=T.tiny_tokenizer(),
+                   config=vf.UnlearnConfig(**CONFIG))
+    for name, bad in (("lock_steps", 0), ("attackers", 0), ("lock_lr", 0.0), ("lambda_lock_retain", -1.0)):
+        with pytest.raises(ValueError, match=name):
+            VKDRobustOptions(**{name: bad})
+    method = vf.methods.VKDRobust()
+    with pytest.raises(ValueError, match="one process"):
+        method.check(forget, retain, T.tiny_tokenizer(), world_size=2)
+
+
+def test_a_second_lock_is_refused():
+    from vkd_fast.adapters import install_gated_lock
+
+    model = T.tiny_llava()
+    install_gated_lock(model)
+    with pytest.raises(ValueError, match="already has a gated lock"):
+        install_gated_lock(model)

@@ -1,0 +1,258 @@
+"""``vkd_robust``: VKD, then a second lock inside the language model that text never sees (issue 26).
+
+VKD trains only V and P (lock 1); an attacker who fine-tunes V + P again runs an embedding attack on
+the frozen W, which still maps the forget people's identities to their facts. After VKD's steps this
+method installs an image-gated low-rank adapter on W (:mod:`vkd_fast.adapters.gated_lock`: active
+only from a sequence's first image token on, so a prompt without an image computes exactly W) and
+trains it against a persistent pool of simulated V + P attackers:
+
+* the pool: ``attackers`` copies of V + P, the first started from VKD's, the last from the model's
+  own before unlearning (the vanilla's); each takes ``attacker_steps`` fine-tuning steps on the
+  forget people's image questions (answer cross-entropy through W and the lock, on a random half of
+  the question kinds it draws at each reset) between two of the lock's steps, and goes back to its
+  start every ``attacker_reset`` of its own steps;
+* the lock's step, with the lock the only thing that trains: retain image questions answered as W
+  alone answers them (KL over every answer token), through VKD's V + P and through the attacker's
+  (so the lock cannot pass by breaking whenever V + P moves); forget image questions answered like
+  a stranger's -- the first answer token's distribution that W alone, with the vanilla V + P, gives
+  for the same question about retain people's images (the mean over ``prior_images`` of them) --
+  through VKD's, the attacker's and the vanilla V + P.
+
+The result is the VKD model with the lock installed (:func:`vkd_fast.adapters.find_gated_lock`
+finds it; a run folder keeps it in ``gated_lock/``). Saved apart: the model's own checkpoint is
+VKD's V + P and the untouched W (``lock.remove()`` first), the lock a small adapter folder
+(``GatedLock.save`` / ``load_gated_lock``). Threat model: an attacker who drops the lock has VKD's
+model back; an attacker who fine-tunes W (the ``llm`` relearning mode) trains the lock with it.
+
+Limits (measured figures: README, Robustness): the stranger target covers the first answer token;
+name questions asked with an image present are not trained to stay as W answers them; single
+process only (the attackers' forwards would bypass DDP).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..adapters.gated_lock import install_gated_lock
+from ..utils.items import question_kind
+from ..utils.options import option
+from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
+from ..utils.validate import check_positive_int
+from .inputs import check_qa
+from .vkd import VKD, VKDOptions
+
+LOCK_FOLDER = "gated_lock"
+
+
+@dataclass(frozen=True)
+class _LockFields:
+    lock_steps: int = option(300, "steps of the lock's training after VKD's steps")
+    lock_rank: int = option(8, "rank of the lock's adapters on W's attention projections")
+    lock_alpha: float = option(16.0, "the lock's scale alpha (the update is alpha / rank * B A x)")
+    lock_lr: float = option(1e-3, "the lock's learning rate (AdamW)")
+    lock_batch: int = option(8, "questions per side in one of the lock's steps")
+    attackers: int = option(3, "simulated V + P attackers in the pool (the first starts from VKD's V + P, the last "
+                               "from the vanilla's)")
+    attacker_steps: int = option(4, "fine-tuning steps an attacker takes between two of the lock's steps")
+    attacker_lr: float = option(1e-3, "the attackers' learning rate (AdamW, answer cross-entropy)")
+    attacker_reset: int = option(40, "an attacker goes back to its start after this many of its own steps")
+    prior_images: int = option(4, "retain images whose answers, averaged, are a forget question's stranger answer")
+    lambda_lock_retain: float = option(4.0, "weight of the lock's retain term (answers as W alone gives them; 1.0 "
+                                             "cost the default world's retain images 11 points, 4.0 two)")
+    lambda_lock_forget: float = option(1.0, "weight of the lock's forget term (answers like a stranger's)")
+
+
+@dataclass(frozen=True)
+class VKDRobustOptions(VKDOptions, _LockFields):
+    """VKD's options, then the lock's (:class:`_LockFields`)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("lock_steps", "lock_rank", "lock_batch", "attackers", "attacker_steps", "attacker_reset",
+                     "prior_images"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("lock_alpha", "lock_lr", "attacker_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("lambda_lock_retain", "lambda_lock_forget"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+
+
+class VKDRobust(VKD):
+    """VKD + the image-gated lock trained against simulated V + P attackers; options: :class:`VKDRobustOptions`."""
+
+    Options = VKDRobustOptions
+
+    @property
+    def needs_tokenizer(self) -> bool:
+        return True
+
+    @property
+    def needs_language_model(self) -> bool:
+        return True
+
+    def check(self, forget, retain, tokenizer=None, world_size: int = 1) -> None:
+        if tokenizer is None:
+            raise ValueError("vkd_robust trains its lock on answers and needs tokenizer=...")
+        if world_size > 1:
+            raise ValueError("vkd_robust runs in one process only (its simulated attackers' forwards would bypass "
+                             "DDP's gradient averaging)")
+        check_qa("forget", forget)
+        check_qa("retain", retain)
+        super().check(forget, retain, tokenizer, world_size)
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        names = self.adapter.visual_param_names()
+        # V + P before any step: the vanilla's, where one attacker of the pool starts
+        self._vanilla_vp = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if n in names}
+        self._run_dir, self._progress = ctx.run_dir, ctx.progress
+        self.lock, self.lock_stats = None, {}
+
+    def after_steps(self) -> None:
+        forget, retain = self.items
+        self.lock, self.lock_stats = train_gated_lock(self.model, self.adapter, self.tokenizer, forget, retain,
+                                                      self._vanilla_vp, self.options, seed=self.seed)
+        if self._run_dir is not None:
+            self.lock.save(self._run_dir / LOCK_FOLDER)
+
+    def close(self) -> dict:
+        return {**super().close(), "lock": self.lock_stats}
+
+
+def _first_answer_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B, V] logits that predict each row's first answer token."""
+    first = (labels != -100).int().argmax(dim=1)  # every row has an answer (encode_qa checks)
+    return logits[torch.arange(logits.shape[0], device=logits.device), first - 1].float()
+
+
+def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list[dict], vanilla_vp: dict,
+                     o: VKDRobustOptions, *, seed: int = 0):
+    """Install the gated lock on ``model`` (VKD's V + P in place) and train it (module docstring).
+    ``vanilla_vp``: V + P's tensors before unlearning, by parameter name. Returns (lock, statistics);
+    V + P are VKD's again afterwards and nothing but the lock has changed."""
+    t0 = time.perf_counter()
+    named = dict(model.named_parameters())
+    names = sorted(vanilla_vp)
+    vp = [named[n] for n in names]
+    vkd_state = [p.detach().clone() for p in vp]
+    vanilla_state = [vanilla_vp[n].to(p.device) for n, p in zip(names, vp)]
+    was_training, grads = model.training, {n: p.requires_grad for n, p in named.items()}
+    model.requires_grad_(False)
+    model.eval()
+    device = vp[0].device
+    lock = install_gated_lock(model, rank=o.lock_rank, alpha=o.lock_alpha)
+    for p in lock.parameters():
+        p.requires_grad_(False)
+    pad = pad_id(tokenizer)
+    f_ex = encode_qa(adapter, tokenizer, forget, "forget")
+    r_ex = encode_qa(adapter, tokenizer, retain, "retain")
+    gen = torch.Generator().manual_seed(seed)
+
+    def load(state) -> None:
+        with torch.no_grad():
+            for p, t in zip(vp, state):
+                p.copy_(t)
+
+    def forward(examples, rows):
+        inputs, labels = collate_qa(adapter, [examples[r] for r in rows], pad)
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        return model(**inputs).logits, labels.to(device)
+
+    def draw(n_items: int, k: int, among=None) -> list[int]:
+        pool = list(range(n_items)) if among is None else among
+        return [pool[i] for i in torch.randint(len(pool), (k,), generator=gen).tolist()]
+
+    # the stranger answer of every forget question: W alone, the vanilla V + P, the question asked about
+    # prior_images retain people's images; the first answer token's distribution, averaged
+    load(vanilla_state)
+    prior = []
+    with torch.no_grad(), lock.disabled():
+        for it in forget:
+            rows = draw(len(retain), o.prior_images)
+            asked = [{"image": retain[r]["image"], "question": it["question"], "answer": it["answer"]} for r in rows]
+            logits, labels = forward(encode_qa(adapter, tokenizer, asked, "prior"), range(len(asked)))
+            prior.append(torch.softmax(_first_answer_logits(logits, labels), -1).mean(0))
+    prior = torch.stack(prior)
+
+    kinds = sorted({question_kind(it) for it in forget}, key=str)
+    by_kind = {k: [i for i, it in enumerate(forget) if question_kind(it) == k] for k in kinds}
+
+    def fresh(start):
+        chosen = torch.randperm(len(kinds), generator=gen)[: max(1, len(kinds) // 2)].tolist()
+        return {"start": start, "state": [t.clone() for t in start], "age": 0,
+                "rows": sorted(r for c in chosen for r in by_kind[kinds[c]])}
+
+    starts = [vkd_state] * max(1, o.attackers - 1) + [vanilla_state] * (o.attackers > 1)
+    pool = [fresh(s) for s in starts]
+    optimizer = torch.optim.AdamW(lock.parameters(), lr=o.lock_lr, weight_decay=0.0)
+    history = []
+    try:
+        for step in range(o.lock_steps):
+            attacker = pool[step % len(pool)]
+            # the attacker's turn: V + P train on forget facts through W and the (frozen) lock
+            load(attacker["state"])
+            for p in vp:
+                p.requires_grad_(True)
+            attack_opt = torch.optim.AdamW(vp, lr=o.attacker_lr, weight_decay=0.0)
+            for _ in range(o.attacker_steps):
+                logits, labels = forward(f_ex, draw(len(f_ex), o.lock_batch, attacker["rows"]))
+                attack_opt.zero_grad(set_to_none=True)
+                answer_ce(*answer_logprobs(logits, labels)).backward()
+                attack_opt.step()
+            for p in vp:
+                p.requires_grad_(False)
+                p.grad = None
+            attacker["state"] = [p.detach().clone() for p in vp]
+            attacker["age"] += o.attacker_steps
+            if attacker["age"] >= o.attacker_reset:
+                pool[step % len(pool)] = fresh(attacker["start"])
+            # the lock's turn
+            for p in lock.parameters():
+                p.requires_grad_(True)
+            optimizer.zero_grad(set_to_none=True)
+            logged = {"retain": 0.0, "forget": 0.0}
+            for which, state in (("vkd", vkd_state), ("attacker", attacker["state"]), ("vanilla", vanilla_state)):
+                load(state)
+                if which != "vanilla" and o.lambda_lock_retain > 0:
+                    rows = draw(len(r_ex), o.lock_batch)
+                    with torch.no_grad(), lock.disabled():
+                        ref, labels = forward(r_ex, rows)
+                    cur, _ = forward(r_ex, rows)
+                    mask = labels[:, 1:] != -100
+                    ref_logp = torch.log_softmax(ref[:, :-1].float(), -1)[mask]
+                    cur_logp = torch.log_softmax(cur[:, :-1].float(), -1)[mask]
+                    kl = torch.sum(ref_logp.exp() * (ref_logp - cur_logp), -1).mean()
+                    (o.lambda_lock_retain * kl / 2).backward()
+                    logged["retain"] += float(kl.detach()) / 2
+                if o.lambda_lock_forget > 0:
+                    rows = draw(len(f_ex), o.lock_batch)
+                    cur, labels = forward(f_ex, rows)
+                    logp = torch.log_softmax(_first_answer_logits(cur, labels), -1)
+                    target = prior[rows].to(logp.device)
+                    kl = torch.sum(target * (torch.log(target.clamp_min(1e-12)) - logp), -1).mean()
+                    (o.lambda_lock_forget * kl / 3).backward()
+                    logged["forget"] += float(kl.detach()) / 3
+            optimizer.step()
+            for p in lock.parameters():
+                p.requires_grad_(False)
+            history.append(logged)
+    finally:
+        load(vkd_state)
+        for n, p in model.named_parameters():
+            p.grad = None
+            p.requires_grad_(grads.get(n, False))
+        model.train(was_training)
+    tail = history[-max(1, len(history) // 10):]
+    stats = {"steps": len(history), "seconds": time.perf_counter() - t0,
+             "parameters": sum(p.numel() for p in lock.parameters()),
+             "first": history[0] if history else None,
+             "last_tenth": {k: sum(h[k] for h in tail) / len(tail) for k in ("retain", "forget")} if history else None}
+    return lock, stats
+
+
+__all__ = ["LOCK_FOLDER", "VKDRobust", "VKDRobustOptions", "train_gated_lock"]
