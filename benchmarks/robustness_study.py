@@ -151,6 +151,37 @@ def _complete_cell(row: dict, name: str, models, sets, state) -> bool:
     return True
 
 
+DROPPED = " (lock dropped)"
+
+
+def _drop_lock(model, name: str, models, sets, state, args) -> dict:
+    """A variant that installs the image-gated lock (vkd_robust) faces one more attack: the lock
+    dropped (``lock.remove()`` on a copy: what a white-box attacker can do), then the default attack.
+    Returned as ``{"dropped": row}``, a row of its own (variant ``<name> (lock dropped)``); {} without
+    a lock."""
+    import copy
+
+    from vkd_fast.adapters import find_gated_lock
+    from vkd_fast.eval import evaluate
+    from vkd_fast.eval.relearn import AttackGrid
+
+    if find_gated_lock(model) is None:
+        return {}
+    dropped = copy.deepcopy(model)
+    find_gated_lock(dropped).remove()
+    row = {"world": models.world.config.seed, "variant": name + DROPPED,
+           "text_identical": bool(torch.equal(state["text"](dropped), state["vanilla_text"]))}
+    row.update({k: v for k, v in evaluate(dropped, models.tokenizer, sets).items() if k != "n"})
+    forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
+    default = _attack(dropped, models.tokenizer, forget_all, AttackGrid.default_attack(args.attack_seeds),
+                      models.vanilla, state["cache"])
+    for c in default["cells"]:
+        row[f"recovery_{c['mode']}"] = c["recovery"]
+        row[f"recovery_{c['mode']}_std"] = c["recovery_std"]
+        row[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
+    return {"dropped": row}
+
+
 def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
     from vkd_fast.eval import evaluate
     from vkd_fast.eval.probe import identity_probe
@@ -185,6 +216,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
         row[f"recovery_{c['mode']}"] = c["recovery"]
         row[f"recovery_{c['mode']}_std"] = c["recovery_std"]
         row[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
+    row.update(_drop_lock(model, name, models, sets, state, args))
     if name in args.grid or (name == "gold" and not args.no_gold_grid):
         grid = _attack(model, tok, forget_all, AttackGrid(seeds=args.grid_seeds), models.vanilla, state["cache"])
         for mode, c in grid["worst"].items():
@@ -452,6 +484,8 @@ def main(argv=None) -> int:
                         tmp.write_text(json.dumps(row, indent=1))
                         tmp.replace(path)
                     rows.append(row)
+                    if "dropped" in row:
+                        rows.append(row["dropped"])
                     continue
             t0 = time.perf_counter()
             row = run_cell(w, name, args, models, sets, state)
@@ -460,12 +494,17 @@ def main(argv=None) -> int:
             tmp.write_text(json.dumps(row, indent=1))
             tmp.replace(path)
             rows.append(row)
+            if "dropped" in row:
+                rows.append(row["dropped"])
             print(f"world {w} {name:<22} forget {100 * row['forget_vqa']:5.1f} / {100 * row['forget_vqa_unseen']:5.1f}"
                   f"  retain {100 * row['retain_vqa']:5.1f}  collapse {100 * row['collapse_share']:5.1f}"
                   f"  probe {row['identity_probe']:.2f}  relearn llm {row['recovery_llm']:+.2f}"
                   f" visual {row['recovery_visual']:+.2f}"
                   + (f"  worst llm {row['worst_llm']:+.2f} visual {row['worst_visual']:+.2f}" if "worst_llm" in row
                      else "") + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    # a variant with the lock is followed by its drop-lock row
+    variants = [v for name in variants for v in (name, name + DROPPED)
+                if v == name or any(r["variant"] == v for r in rows)]
     md, table = summarise(rows, worlds, variants)
     header = (f"VKD robustness study: worlds {', '.join(map(str, worlds))}; default attack over seeds "
               f"{','.join(map(str, args.attack_seeds))}; grid seeds {','.join(map(str, args.grid_seeds))}. "
