@@ -218,7 +218,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
         row[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
     row.update(_drop_lock(model, name, models, sets, state, args))
     if name in args.grid or (name == "gold" and not args.no_gold_grid):
-        grid = _attack(model, tok, forget_all, AttackGrid(seeds=args.grid_seeds), models.vanilla, state["cache"])
+        grid = _attack(model, tok, forget_all, args.attack_grid, models.vanilla, state["cache"])
         for mode, c in grid["worst"].items():
             row[f"worst_{mode}"] = c["recovery"]
             row[f"worst_{mode}_cell"] = f"{c['split']} lr {c['lr']:g} {c['steps']} steps"
@@ -415,6 +415,11 @@ def main(argv=None) -> int:
     ap.add_argument("--attack-seeds", default="0,1,2")
     ap.add_argument("--grid", default="", help="variants that also get the attack grid (gold always does)")
     ap.add_argument("--grid-seeds", default="0,1,2")
+    ap.add_argument("--grid-splits", help="the grid's splits, ';'-separated (default: the study's grid, "
+                                          "vkd_fast.eval.relearn.AttackGrid), e.g. 'attributes:job,city;fraction:0.5'")
+    ap.add_argument("--grid-lrs", help="the grid's learning rates, comma-separated (default: the study's grid)")
+    ap.add_argument("--grid-steps", help="the grid's attack lengths, comma-separated (default: the study's grid); "
+                                         "a study with another grid keeps its cells under a --tag of its own")
     ap.add_argument("--oracle", action="store_true",
                     help="also the oracle reference (a V+P trained on retain people only; built once per world and "
                          "cached with its toy models, under a minute here)")
@@ -440,6 +445,19 @@ def main(argv=None) -> int:
         ap.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     args.attack_seeds = tuple(int(s) for s in args.attack_seeds.split(","))
     args.grid_seeds = tuple(int(s) for s in args.grid_seeds.split(","))
+    from vkd_fast.eval.relearn import AttackGrid
+
+    custom = {}
+    if args.grid_splits:
+        custom["splits"] = tuple(x for x in args.grid_splits.split(";") if x)
+    if args.grid_lrs:
+        custom["lrs"] = tuple(float(x) for x in args.grid_lrs.split(","))
+    if args.grid_steps:
+        custom["steps"] = tuple(int(x) for x in args.grid_steps.split(","))
+    try:
+        args.attack_grid = AttackGrid(seeds=args.grid_seeds, **custom)
+    except ValueError as exc:
+        ap.error(str(exc))
     args.grid = {g for g in args.grid.split(",") if g}
     from vkd_fast.adapters import get_adapter
     from vkd_fast.data import ToyWorld, ToyWorldConfig, load_toy_models
@@ -507,7 +525,10 @@ def main(argv=None) -> int:
                 if v == name or any(r["variant"] == v for r in rows)]
     md, table = summarise(rows, worlds, variants)
     header = (f"VKD robustness study: worlds {', '.join(map(str, worlds))}; default attack over seeds "
-              f"{','.join(map(str, args.attack_seeds))}; grid seeds {','.join(map(str, args.grid_seeds))}. "
+              f"{','.join(map(str, args.attack_seeds))}; grid seeds {','.join(map(str, args.grid_seeds))}"
+              f" (grid: splits {'; '.join(args.attack_grid.splits)}, "
+              f"lr {', '.join(f'{x:g}' for x in args.attack_grid.lrs)}, "
+              f"steps {', '.join(map(str, args.attack_grid.steps))}). "
               "Cells: mean [min, max] over worlds; accuracies in %.")
     fails = "\n".join(f"- world {r['world']} {r['variant']}: " + ("; ".join(r["bars_failed"]) or "all bars met")
                       for r in table)

@@ -88,7 +88,7 @@ def test_the_shipped_profile_holds_the_demos_methods_and_settings():
     from vkd_fast.demo import load_profile
 
     # the settings the demo's figures were measured with (the report's method_configs)
-    want = {"vkd": {}, "ga": {"lr": 1e-4}, "grad_diff": {"lr": 1e-4}, "kl_min": {"lr": 1e-4}, "npo": {"lr": 1e-4},
+    want = {"vkd": {}, "vkd_robust": {}, "ga": {"lr": 1e-4}, "grad_diff": {"lr": 1e-4}, "kl_min": {"lr": 1e-4}, "npo": {"lr": 1e-4},
             "mmunlearner": {"lr": 1e-4, "options": {"mask_ratio": 0.3}}}
     assert load_profile() == want and list(load_profile()) == list(want)  # the order is the run order
     assert configs.path("demo") == configs.HERE / "demo.yaml"
@@ -147,3 +147,20 @@ def test_stats_lines_read_a_report_from_before_c_had_its_caveat():
                                 "vs oracle +0.10 [-0.10, +0.30]; C +0.50 [+0.10, +0.90]"]
     old["details"]["vkd"]["stats"]["visual"]["gap_closed"]["meaningful"] = False
     assert stats_lines(old)[0].endswith("C +0.50 [+0.10, +0.90] (not meaningful: oracle - gold not clearly > 0)")
+
+
+@pytest.mark.slow
+def test_vkd_robust_runs_its_steps_and_is_judged_by_the_bars(toy, tmp_path):
+    models, _ = toy
+    config = DemoConfig(methods=("vkd_robust",), overrides={"vkd_robust": {"steps": 20, "options": {"lock_steps": 2}}},
+                        attack=AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(5,), seeds=(0,)),
+                        worst_grid=None, oracle_steps=400, bootstrap_draws=200, embedding_attack=False)
+    report = run_demo(models, config, output_dir=tmp_path, progress=False, environment={"test": True})
+    rows = {r["method"]: r for r in report["rows"]}
+    assert rows["vkd_robust"]["steps"] == 20  # no early stop: its default schedule, like vkd
+    assert report["details"]["vkd_robust"]["text_logits_identical"] is True  # the lock never sees text
+    assert report["checks"] == [] and len(report["checks_by_method"]["vkd_robust"]) == 11
+    assert "vkd_robust" in (tmp_path / "report.md").read_text()
+    from vkd_fast.demo import summary
+
+    assert "vkd_robust text-only logits bit-identical to vanilla: True" in summary(report)

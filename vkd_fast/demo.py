@@ -33,6 +33,10 @@ from .utils.options import check_types, from_mapping
 from .utils.progress import log_line, progress_bar
 from .utils.text import encode_prompt, pad_right
 
+#: methods that run their default steps (no early stop: their steps are tuned, the baselines overshoot),
+#: get the worst-case grid and are judged by the bars
+VKD_FAMILY = ("vkd", "vkd_robust")
+_LABEL = {"vkd": "VKD", "vkd_robust": "vkd_robust"}
 #: the shipped demo profile (vkd_fast/configs/demo.yaml)
 DEFAULT_PROFILE = "demo"
 
@@ -214,7 +218,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
             _spent[0] += time.perf_counter() - t
             return acc
 
-        early = method != "vkd"  # docs/method.md: baselines need early stopping (they overshoot below gold)
+        early = method not in VKD_FAMILY  # docs/method.md: baselines need early stopping (they overshoot below gold)
         if progress:
             stop = f", early stop at forget VQA <= {stop_at:.3f}" if early else ""
             _log(f"unlearning with {method} ({ucfg.steps} steps max{stop})")
@@ -236,7 +240,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
                "steps": len(result.history), "identity_probe": probe(model), **audit(model)}
         text_identical = bool(torch.equal(_text_logits(model, tok, text_probe), vanilla_text))
         relearn = {"default": attack(model, config.attack, row, "recovery")}
-        if method == "vkd" and config.worst_grid is not None:
+        if method in VKD_FAMILY and config.worst_grid is not None:
             relearn["grid"] = attack(model, config.worst_grid, row, "worst")
         embedded = embed(model, row)
         rows[method] = row
@@ -259,7 +263,7 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         if stages is not None:
             stages.set_postfix(method=f"{name} (attack)")
         details[name] = {"relearn": {"default": attack(model, config.attack, rows[name], "recovery")}}
-        if "vkd" in config.methods and config.worst_grid is not None:
+        if any(m in VKD_FAMILY for m in config.methods) and config.worst_grid is not None:
             details[name]["relearn"]["grid"] = attack(model, config.worst_grid, rows[name], "worst")
         embedded = embed(model, rows[name])
         if embedded is not None:
@@ -274,13 +278,15 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     for row in rows.values():  # MUSE's privacy leak: the membership AUC relative to gold's (0 = gold)
         row["privacy_leak"] = privacy_leak(row["mia_auc"], rows["gold"]["mia_auc"])
     ordered = [rows[n] for n in ("vanilla", "gold", "oracle") if n in rows] + [rows[m] for m in config.methods]
-    checks = (unlearning_bars(rows["vkd"], rows["gold"], rows["vanilla"], chance, bars=config.bars,
-                              text_identical=details["vkd"]["text_logits_identical"], oracle=rows.get("oracle"))
-              if "vkd" in rows else [])
+    checks_by = {m: unlearning_bars(rows[m], rows["gold"], rows["vanilla"], chance, bars=config.bars,
+                                    text_identical=details[m]["text_logits_identical"], oracle=rows.get("oracle"))
+                 for m in VKD_FAMILY if m in rows}
+    checks = checks_by.get("vkd", [])
     report = {
         "title": "vkd_fast toy-world demo",
         "world": world.describe(), "models": {"path": str(models.path), "build": models.build},
         "chance": chance, "rows": ordered, "checks": checks, "details": details,
+        "checks_by_method": checks_by,
         "attack": config.attack.to_dict(),
         "worst_grid": config.worst_grid.to_dict() if config.worst_grid is not None else None,
         "demo_config": {"methods": list(config.methods),
@@ -291,8 +297,8 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     if output_dir is not None:
         out = Path(output_dir)
         write_json(out / "report.json", report)
-        notes = "\n".join(f"- {'PASS' if c['ok'] else 'FAIL'}: VKD {c['check']} (value {_num(c['value'])}, "
-                          f"bound {_num(c['bound'])})" for c in checks)
+        notes = "\n".join(f"- {'PASS' if c['ok'] else 'FAIL'}: {_LABEL.get(m, m)} {c['check']} (value "
+                          f"{_num(c['value'])}, bound {_num(c['bound'])})" for m, cs in checks_by.items() for c in cs)
         stats = stats_lines(report)
         if stats:
             notes += ("\n\nRelearning recovery, paired over attack seeds (mean difference [95% bootstrap interval]; "
@@ -354,9 +360,12 @@ def summary(report: dict) -> str:
         lines += ["", "relearning recovery per method, paired over attack seeds (mean difference [95% bootstrap "
                       "interval]; C = (oracle - method) / (oracle - gold): 1 = at gold, 0 = at the V+P limit):"]
         lines += [f"  {line}" for line in stats]
-    for c in report["checks"]:
-        verdict = "PASS" if c["ok"] else "FAIL"
-        lines.append(f"  {verdict}  VKD {c['check']}: {_num(c['value'])} (bound {_num(c['bound'])})")
+    by = report.get("checks_by_method") or {"vkd": report["checks"]}  # reports before vkd_robust: VKD's only
+    for method, checks in by.items():
+        for c in checks:
+            verdict = "PASS" if c["ok"] else "FAIL"
+            lines.append(f"  {verdict}  {_LABEL.get(method, method)} {c['check']}: {_num(c['value'])} "
+                         f"(bound {_num(c['bound'])})")
     return "\n".join(lines)
 
 
