@@ -382,7 +382,7 @@ def plot(rows, path):
     tmp.replace(path)
 
 
-def _cost(world_seed: int, variants: list[str], repeats: int) -> int:
+def _cost(world_seed: int, variants: list[str], repeats: int, tag: str = "") -> int:
     """Unlearning wall time of v0 and ``variants`` measured in one process, runs interleaved (v0, a, b,
     v0, a, b, ...) so a slower or busier moment of the machine touches every variant alike; the cost is
     the ratio of the fastest run of each to v0's fastest."""
@@ -396,7 +396,7 @@ def _cost(world_seed: int, variants: list[str], repeats: int) -> int:
             times.setdefault(name, []).append(_unlearn(models, name)[1])
     out = {"world": world_seed, "repeats": repeats, "seconds": times,
            "cost_vs_v0": {n: min(t) / min(times["v0"]) for n, t in times.items()}, "environment": H.environment()}
-    path = RESULTS / "robustness_cost.json"
+    path = RESULTS / ("robustness_cost" + (f"_{tag}" if tag else "") + ".json")
     write_json(path, out)
     for name, t in times.items():
         print(f"{name:<30} {min(t):6.1f} s (runs: {', '.join(f'{x:.1f}' for x in t)})  "
@@ -430,7 +430,8 @@ def main(argv=None) -> int:
                                               "results/robustness_study_<tag>.{csv,md,png} (e.g. stats5x5)")
     ap.add_argument("--cost", type=int, default=0, metavar="N",
                     help="only time the unlearning of v0 and of --variants back to back on the first world, N runs "
-                         "each, interleaved (no evaluation); writes results/robustness_cost.json. The cells' own "
+                         "each, interleaved (no evaluation); writes results/robustness_cost[_<tag>].json. The cells' "
+                         "own "
                          "times come from whichever run computed them, so their ratio is not a same-run figure")
     args = ap.parse_args(argv)
     try:
@@ -465,7 +466,7 @@ def main(argv=None) -> int:
     from vkd_fast.utils.text import encode_prompt, pad_right
 
     if args.cost:
-        return _cost(worlds[0], [v for v in variants if v != "v0"], args.cost)
+        return _cost(worlds[0], [v for v in variants if v != "v0"], args.cost, args.tag)
     cells = CELLS / args.tag if args.tag else CELLS  # a tagged study keeps its cells apart
     cells.mkdir(parents=True, exist_ok=True)
     out_stem = RESULTS / ("robustness_study" + (f"_{args.tag}" if args.tag else ""))
