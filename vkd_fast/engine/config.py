@@ -17,8 +17,8 @@ class UnlearnConfig:
     #: options that may differ when a run is resumed (they do not change the trajectory)
     RESUMABLE_CHANGES = ("log_path", "log_every", "save_every", "output_dir")
 
-    steps: int | None = option(None, "optimisation steps (None = the method's own default_steps: 600 for vkd, "
-                                      "300 for the others)")
+    steps: int | None = option(None, "optimisation steps (None = the method's own default_steps: 600 for vkd and "
+                                      "vkd_robust, 300 for the others)")
     batch_size: int = option(8, "images per optimiser step on each side (forget and retain), over all processes")
     batch_mode: str = option("mixed", "'mixed' (forget and retain in every micro-batch) or 'interleaved' "
                                       "(alternating, for methods that use both sides: vkd, grad_diff, kl_min)")
