@@ -101,3 +101,27 @@ def test_a_second_lock_is_refused():
     install_gated_lock(model)
     with pytest.raises(ValueError, match="already has a gated lock"):
         install_gated_lock(model)
+
+
+def test_a_locked_model_saves_as_a_checkpoint_of_its_family_with_the_lock_beside_it(tmp_path):
+    from safetensors import safe_open
+    from transformers import LlavaForConditionalGeneration
+
+    tok = T.tiny_tokenizer()
+    forget, retain = _items()
+    model = T.tiny_llava()
+    result = vf.unlearn(model, forget, retain, method="vkd_robust", options=LOCK, tokenizer=tok,
+                        config=vf.UnlearnConfig(**CONFIG))
+    locked = _image_logits(model, tok, forget[0])
+    result.save_pretrained(tmp_path / "out")
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    assert names and not [n for n in names if "lock_" in n or ".base." in n]  # the family's own names only
+    assert torch.equal(_image_logits(model, tok, forget[0]), locked)  # the lock is back after saving
+    loaded = LlavaForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+    lock = find_gated_lock(model)
+    with lock.disabled():
+        torch.testing.assert_close(_image_logits(loaded, tok, forget[0]), _image_logits(model, tok, forget[0]),
+                                   rtol=0, atol=0)
+    load_gated_lock(loaded, tmp_path / "out" / "gated_lock")
+    torch.testing.assert_close(_image_logits(loaded, tok, forget[0]), locked, rtol=0, atol=0)

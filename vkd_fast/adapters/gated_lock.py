@@ -83,8 +83,13 @@ class GatedLoRALinear(nn.Module):
 class GatedLock:
     """The lock installed on a model (:func:`install_gated_lock`): its parameters, removal, saving."""
 
-    def __init__(self, model, modules: dict[str, GatedLoRALinear], state: _GateState, config: dict, hooks):
-        self.model, self.modules, self.state, self.config, self._hooks = model, modules, state, config, hooks
+    def __init__(self, model, modules: dict[str, GatedLoRALinear], state: _GateState, config: dict,
+                 hook_objects: tuple):
+        self.model, self.modules, self.state, self.config = model, modules, state, config
+        self._hook_objects = hook_objects  # (the pre-hook, the hook): registered here, again after lifted()
+        opener, closer = hook_objects
+        self._hooks = [model.register_forward_pre_hook(opener, with_kwargs=True),
+                       model.register_forward_hook(closer, always_call=True)]
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules.values() for p in (m.lock_A, m.lock_B)]
@@ -130,6 +135,26 @@ class GatedLock:
         meta.write_text(json.dumps({**self.config, "modules": sorted(self.modules)}, indent=1))
         meta.replace(folder / "lock.json")
         return folder
+
+    @contextlib.contextmanager
+    def lifted(self):
+        """Within the block the model holds no trace of the lock -- its own linears, no hooks -- so that
+        it saves as a checkpoint of its family (``save_pretrained``, the export); the lock is back after."""
+        modules = dict(self.modules)
+        for name, m in modules.items():
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name), child, m.base)
+        for hook in self._hooks:
+            hook.remove()
+        try:
+            yield self.model
+        finally:
+            for name, m in modules.items():
+                parent_name, _, child = name.rpartition(".")
+                setattr(self.model.get_submodule(parent_name), child, m)
+            opener, closer = self._hook_objects
+            self._hooks = [self.model.register_forward_pre_hook(opener, with_kwargs=True),
+                           self.model.register_forward_hook(closer, always_call=True)]
 
     def remove(self) -> None:
         """Take the lock out: the wrapped linears go back, the hook goes (the drop-lock attack)."""
@@ -215,11 +240,9 @@ def install_gated_lock(model, rank: int = 8, alpha: float = 16.0, targets=DEFAUL
         raise ValueError(f"no linear named one of {tuple(targets)} in the chosen layers")
 
     opener = _OpenGate(state)
-    hooks = [model.register_forward_pre_hook(opener, with_kwargs=True),
-             model.register_forward_hook(_CloseGate(state), always_call=True)]
     config = {"rank": rank, "alpha": alpha, "targets": list(targets), "layers": list(chosen),
               "model_type": getattr(model.config, "model_type", None), "image_token_id": state.image_token_id}
-    lock = GatedLock(model, modules, state, config, hooks)
+    lock = GatedLock(model, modules, state, config, (opener, _CloseGate(state)))
     opener.lock = lock
     return lock
 

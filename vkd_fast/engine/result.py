@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -32,7 +33,20 @@ class UnlearnResult:
         and the rest copied (or hard-linked): no language model in memory
         (:func:`vkd_fast.export_unlearned`); that is the only way for a model from
         :func:`vkd_fast.load_visual_model`. Without it, transformers' ``save_pretrained``. A LoRA run
-        has adapter layers inside the model: export its delta instead."""
+        has adapter layers inside the model: export its delta instead. A model with an image-gated lock
+        (``vkd_robust``) is written without it -- a checkpoint of its family -- and the lock beside it,
+        in ``directory/gated_lock/`` (:func:`vkd_fast.adapters.load_gated_lock`)."""
+        from ..adapters.gated_lock import find_gated_lock
+
+        lock = find_gated_lock(self.model)
+        if lock is None:
+            return self._save_pretrained(directory, base, link=link, overwrite=overwrite)
+        with lock.lifted():
+            out = self._save_pretrained(directory, base, link=link, overwrite=overwrite)
+        lock.save(Path(directory) / "gated_lock")
+        return out
+
+    def _save_pretrained(self, directory, base, *, link: bool, overwrite: bool):
         if self.trainable.get("lora"):
             raise NotImplementedError("save_pretrained of a LoRA run is not supported yet: use save_delta")
         if base is not None:
