@@ -108,9 +108,10 @@ class VKDRobust(VKD):
     def setup(self, ctx) -> None:
         super().setup(ctx)
         names = self.adapter.visual_param_names()
-        # V + P before any step: the vanilla's, where one attacker of the pool starts
-        self._vanilla_vp = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if n in names}
-        self._run_dir, self._progress = ctx.run_dir, ctx.progress
+        # V + P before any step: the vanilla's, where one attacker of the pool starts (kept in host memory
+        # while VKD trains, so the accelerator holds no second V + P)
+        self._vanilla_vp = {n: p.detach().to("cpu", copy=True) for n, p in ctx.model.named_parameters() if n in names}
+        self._run_dir = ctx.run_dir
         self.lock, self.lock_stats = None, {}
 
     def after_steps(self) -> None:
