@@ -154,6 +154,22 @@ def _complete_cell(row: dict, name: str, models, sets, state) -> bool:
 DROPPED = " (lock dropped)"
 
 
+def _default_attack(model, models, sets, state, args) -> dict:
+    """The default attack over ``args.attack_seeds``, both modes, as row keys: ``recovery_<mode>`` (the
+    mean over seeds), ``recovery_<mode>_std`` and ``recovery_<mode>_seeds``."""
+    from vkd_fast.eval.relearn import AttackGrid
+
+    forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
+    default = _attack(model, models.tokenizer, forget_all, AttackGrid.default_attack(args.attack_seeds),
+                      models.vanilla, state["cache"])
+    out = {}
+    for c in default["cells"]:
+        out[f"recovery_{c['mode']}"] = c["recovery"]
+        out[f"recovery_{c['mode']}_std"] = c["recovery_std"]
+        out[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
+    return out
+
+
 def _drop_lock(model, name: str, models, sets, state, args) -> dict:
     """A variant that installs the image-gated lock (vkd_robust) faces one more attack: the lock
     dropped (``lock.remove()`` on a copy: what a white-box attacker can do), then the default attack.
@@ -163,7 +179,6 @@ def _drop_lock(model, name: str, models, sets, state, args) -> dict:
 
     from vkd_fast.adapters import find_gated_lock
     from vkd_fast.eval import evaluate
-    from vkd_fast.eval.relearn import AttackGrid
 
     if find_gated_lock(model) is None:
         return {}
@@ -172,20 +187,13 @@ def _drop_lock(model, name: str, models, sets, state, args) -> dict:
     row = {"world": models.world.config.seed, "variant": name + DROPPED,
            "text_identical": bool(torch.equal(state["text"](dropped), state["vanilla_text"]))}
     row.update({k: v for k, v in evaluate(dropped, models.tokenizer, sets).items() if k != "n"})
-    forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
-    default = _attack(dropped, models.tokenizer, forget_all, AttackGrid.default_attack(args.attack_seeds),
-                      models.vanilla, state["cache"])
-    for c in default["cells"]:
-        row[f"recovery_{c['mode']}"] = c["recovery"]
-        row[f"recovery_{c['mode']}_std"] = c["recovery_std"]
-        row[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
+    row.update(_default_attack(dropped, models, sets, state, args))
     return {"dropped": row}
 
 
 def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
     from vkd_fast.eval import evaluate
     from vkd_fast.eval.probe import identity_probe
-    from vkd_fast.eval.relearn import AttackGrid
 
     tok = models.tokenizer
     forget_all = sets["forget_vqa"] + sets["forget_vqa_unseen"]
@@ -210,12 +218,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
                                            sets["forget_vqa_unseen"])["accuracy"]
     row.update(_audit(model, models, sets))
     row.update(_embedding(model, models, sets, state))
-    default = _attack(model, tok, forget_all, AttackGrid.default_attack(args.attack_seeds), models.vanilla,
-                      state["cache"])
-    for c in default["cells"]:
-        row[f"recovery_{c['mode']}"] = c["recovery"]
-        row[f"recovery_{c['mode']}_std"] = c["recovery_std"]
-        row[f"recovery_{c['mode']}_seeds"] = c["recoveries"]
+    row.update(_default_attack(model, models, sets, state, args))
     row.update(_drop_lock(model, name, models, sets, state, args))
     if name in args.grid or (name == "gold" and not args.no_gold_grid):
         grid = _attack(model, tok, forget_all, args.attack_grid, models.vanilla, state["cache"])

@@ -89,7 +89,7 @@ def _backward(ctx, grad_loss, _grad_of_grad):
         )
     ctx.consumed = True
     grad, student_index = ctx.saved_tensors
-    if ctx.backend == "triton" and grad.is_contiguous():  # one fp32 pass; none when grad_loss is 1
+    if ctx.backend == "triton":  # one fp32 pass; none when grad_loss is 1 (mul_ for a non-contiguous buffer)
         feature_distill_bwd_scale(grad, grad_loss)
     else:
         grad = grad.mul_(grad_loss.unsqueeze(1) if ctx.reduction == _NONE else grad_loss)

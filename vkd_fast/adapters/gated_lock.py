@@ -80,6 +80,12 @@ class GatedLoRALinear(nn.Module):
         return torch.where(gate[..., None], y + delta.to(y.dtype), y)
 
 
+def _put(model, name: str, module: nn.Module) -> None:
+    """Set the submodule called ``name`` (dotted) of ``model`` to ``module``."""
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, module)
+
+
 class GatedLock:
     """The lock installed on a model (:func:`install_gated_lock`): its parameters, removal, saving."""
 
@@ -87,9 +93,24 @@ class GatedLock:
                  hook_objects: tuple):
         self.model, self.modules, self.state, self.config = model, modules, state, config
         self._hook_objects = hook_objects  # (the pre-hook, the hook): registered here, again after lifted()
-        opener, closer = hook_objects
-        self._hooks = [model.register_forward_pre_hook(opener, with_kwargs=True),
-                       model.register_forward_hook(closer, always_call=True)]
+        self._hooks: list = []
+        self._attach()
+
+    def _attach(self) -> None:
+        """The wrapped linears in W's place and the gate's hooks registered."""
+        for name, m in self.modules.items():
+            _put(self.model, name, m)
+        opener, closer = self._hook_objects
+        self._hooks = [self.model.register_forward_pre_hook(opener, with_kwargs=True),
+                       self.model.register_forward_hook(closer, always_call=True)]
+
+    def _detach(self) -> None:
+        """W's own linears back and no hooks: the model as it was before the lock."""
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+        for name, m in self.modules.items():
+            _put(self.model, name, m.base)
 
     def parameters(self) -> list[nn.Parameter]:
         return [p for m in self.modules.values() for p in (m.lock_A, m.lock_B)]
@@ -140,29 +161,15 @@ class GatedLock:
     def lifted(self):
         """Within the block the model holds no trace of the lock -- its own linears, no hooks -- so that
         it saves as a checkpoint of its family (``save_pretrained``, the export); the lock is back after."""
-        modules = dict(self.modules)
-        for name, m in modules.items():
-            parent_name, _, child = name.rpartition(".")
-            setattr(self.model.get_submodule(parent_name), child, m.base)
-        for hook in self._hooks:
-            hook.remove()
+        self._detach()
         try:
             yield self.model
         finally:
-            for name, m in modules.items():
-                parent_name, _, child = name.rpartition(".")
-                setattr(self.model.get_submodule(parent_name), child, m)
-            opener, closer = self._hook_objects
-            self._hooks = [self.model.register_forward_pre_hook(opener, with_kwargs=True),
-                           self.model.register_forward_hook(closer, always_call=True)]
+            self._attach()
 
     def remove(self) -> None:
         """Take the lock out: the wrapped linears go back, the hook goes (the drop-lock attack)."""
-        for hook in self._hooks:
-            hook.remove()
-        for name, m in self.modules.items():
-            parent_name, _, child = name.rpartition(".")
-            setattr(self.model.get_submodule(parent_name), child, m.base)
+        self._detach()
         self.modules = {}
 
 
@@ -231,11 +238,7 @@ def install_gated_lock(model, rank: int = 8, alpha: float = 16.0, targets=DEFAUL
     for i in chosen:
         for name, sub in list(blocks[i].named_modules()):
             if isinstance(sub, nn.Linear) and name.rpartition(".")[2] in targets:
-                full = f"{prefix[id(blocks[i])]}.{name}"
-                parent_name, _, child = full.rpartition(".")
-                wrapped = GatedLoRALinear(sub, rank, alpha, state)
-                setattr(model.get_submodule(parent_name), child, wrapped)
-                modules[full] = wrapped
+                modules[f"{prefix[id(blocks[i])]}.{name}"] = GatedLoRALinear(sub, rank, alpha, state)
     if not modules:
         raise ValueError(f"no linear named one of {tuple(targets)} in the chosen layers")
 

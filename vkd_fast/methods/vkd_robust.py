@@ -216,7 +216,7 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
             for p in lock.parameters():
                 p.requires_grad_(True)
             optimizer.zero_grad(set_to_none=True)
-            logged = {"retain": 0.0, "forget": 0.0}
+            logged = {"retain": [], "forget": []}  # detached terms, read once training is over (no host sync)
             for which, state in (("vkd", vkd_state), ("attacker", attacker["state"]), ("vanilla", vanilla_state)):
                 load(state)
                 if which != "vanilla" and o.lambda_lock_retain > 0:
@@ -229,15 +229,15 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
                     cur_logp = torch.log_softmax(cur[:, :-1].float(), -1)[mask]
                     kl = torch.sum(ref_logp.exp() * (ref_logp - cur_logp), -1).mean()
                     (o.lambda_lock_retain * kl / 2).backward()
-                    logged["retain"] += float(kl.detach()) / 2
+                    logged["retain"].append(kl.detach())
                 if o.lambda_lock_forget > 0:
                     rows = draw(len(f_ex), o.lock_batch)
                     cur, labels = forward(f_ex, rows)
                     logp = torch.log_softmax(_first_answer_logits(cur, labels), -1)
-                    target = prior[rows].to(logp.device)
+                    target = prior[rows]
                     kl = torch.sum(target * (torch.log(target.clamp_min(1e-12)) - logp), -1).mean()
                     (o.lambda_lock_forget * kl / 3).backward()
-                    logged["forget"] += float(kl.detach()) / 3
+                    logged["forget"].append(kl.detach())
             optimizer.step()
             for p in lock.parameters():
                 p.requires_grad_(False)
@@ -248,6 +248,9 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
             p.grad = None
             p.requires_grad_(grads.get(n, False))
         model.train(was_training)
+    # each step's logged terms as they were summed: the retain KLs / 2, the forget KLs / 3
+    history = [{"retain": sum((float(t) / 2 for t in h["retain"]), 0.0),
+                "forget": sum((float(t) / 3 for t in h["forget"]), 0.0)} for h in history]
     tail = history[-max(1, len(history) // 10):]
     stats = {"steps": len(history), "seconds": time.perf_counter() - t0,
              "parameters": sum(p.numel() for p in lock.parameters()),
