@@ -8,6 +8,13 @@ Cache folder: ``$VKD_FAST_CACHE_DIR/toy/<key>/`` (default ``~/.cache/vkd_fast``)
 ``vanilla/`` and ``gold/`` (``save_pretrained``), ``tokenizer/`` and ``build.json`` (accuracies,
 steps, seconds). A build is written to a temporary folder and renamed into place, so an
 interrupted build leaves nothing half-written and concurrent builds do not clash.
+
+Shipped builds: the package carries the trained files of the default world (``toy_models/<key>/``
+beside this module, each file's SHA-256 in its ``MANIFEST.json``). The float results of a build move
+with the machine, the thread count and the library versions, so a world built here is not the world
+the docs' tables were measured on; a shipped build is, bit for bit. :func:`load_toy_models` loads a
+shipped build whenever its key matches (checking every file's checksum first) and builds only the
+worlds that are not shipped, or any world when asked to rebuild.
 """
 
 from __future__ import annotations
@@ -84,6 +91,51 @@ class ToyModelConfig:
 
 def cache_root() -> Path:
     return Path(os.environ.get("VKD_FAST_CACHE_DIR") or Path.home() / ".cache" / "vkd_fast") / "toy"
+
+
+#: the shipped builds (module docstring): ``<key>/`` folders with a ``MANIFEST.json``
+SHIPPED_ROOT = Path(__file__).resolve().parent / "toy_models"
+MANIFEST = "MANIFEST.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def shipped_build(key: str, root: Path | None = None) -> Path | None:
+    """The shipped build of ``key`` (a :func:`build_key`), its files checked against their SHA-256
+    in ``MANIFEST.json``; None when the package ships no build of that key. A file that is missing
+    or differs is an error (a damaged install): nothing is loaded from it."""
+    folder = (SHIPPED_ROOT if root is None else Path(root)) / key
+    if not (folder / MANIFEST).is_file():
+        return None
+    manifest = json.loads((folder / MANIFEST).read_text())
+    if manifest.get("key") != key:
+        raise RuntimeError(f"shipped toy build {folder}: its {MANIFEST} names key {manifest.get('key')!r}, "
+                           f"not {key!r}")
+    for name, digest in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise RuntimeError(f"shipped toy build {folder}: {name} is {'missing' if not path.is_file() else 'damaged'}"
+                               f" (SHA-256 differs from {MANIFEST}): reinstall vkd_fast, or build the world "
+                               f"yourself (--rebuild on the command line, rebuild=True in Python)")
+    return folder
+
+
+def write_manifest(folder: str | os.PathLike, key: str, note: dict | None = None) -> Path:
+    """Record every file under ``folder`` (a build folder to ship as ``toy_models/<key>/``) with its
+    SHA-256 in ``folder/MANIFEST.json`` (written to a temporary name, then renamed)."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): _sha256(p)
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    tmp = folder / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"key": key, "files": files, **({"note": note} if note else {})}, indent=2) + "\n")
+    tmp.replace(folder / MANIFEST)
+    return folder / MANIFEST
 
 
 def build_key(world: ToyWorldConfig, model: ToyModelConfig) -> str:
@@ -274,6 +326,14 @@ class ToyModels:
     gold: torch.nn.Module
     path: Path
     build: dict
+    #: where builds of this world that are not in ``path`` go (the oracle of another length): the cache
+    #: folder of the world's key; None: ``path`` itself
+    cache_path: Path | None = None
+
+    @property
+    def shipped(self) -> bool:
+        """Whether the models are the package's shipped build (module docstring)."""
+        return self.cache_path is not None and self.path != self.cache_path
 
     def fresh_vanilla(self) -> torch.nn.Module:
         """A new copy of the vanilla model, loaded from the cache (to unlearn without touching ``vanilla``)."""
@@ -287,7 +347,10 @@ class ToyModels:
         vanilla and gold models; frozen, in eval mode."""
         check_positive_int("steps", steps)
         folder = self.path / f"oracle-{steps}"
+        if not (folder / "oracle.json").exists():  # not shipped, or a cache folder: built into the cache
+            folder = (self.cache_path or self.path) / f"oracle-{steps}"
         if not (folder / "oracle.json").exists():
+            folder.parent.mkdir(parents=True, exist_ok=True)
             if progress:
                 print(f"[vkd-fast] building the toy world's oracle (a V+P trained on retain people only) into "
                       f"{folder} (first run only)", file=sys.stderr, flush=True)
@@ -381,10 +444,12 @@ def _build(world: ToyWorld, config: ToyModelConfig, target: Path, progress: bool
 
 
 def load_toy_models(world: ToyWorldConfig | ToyWorld | None = None, model: ToyModelConfig | None = None, *,
-                    rebuild: bool = False, progress: bool = False, cache_dir: str | os.PathLike | None = None
-                    ) -> ToyModels:
-    """Load the vanilla and gold models of a toy world from the cache, building (training) them first
-    when they are not there (about a minute each on a 2-core CPU with the defaults)."""
+                    rebuild: bool = False, progress: bool = False, cache_dir: str | os.PathLike | None = None,
+                    shipped: bool = True) -> ToyModels:
+    """Load the vanilla and gold models of a toy world: the package's shipped build when it has the
+    world's key (checksums checked; ``shipped=False`` or ``rebuild=True`` ignore it), else from the
+    cache, building (training) them first when they are not there (about a minute each on a 2-core
+    CPU with the defaults). ``rebuild``: train them anew into the cache."""
     from transformers import PreTrainedTokenizerFast
 
     world = world if isinstance(world, ToyWorld) else ToyWorld(world)
@@ -392,9 +457,12 @@ def load_toy_models(world: ToyWorldConfig | ToyWorld | None = None, model: ToyMo
     if not isinstance(model, ToyModelConfig):
         raise TypeError(f"model must be a ToyModelConfig, got {type(model).__name__}")
     root = Path(cache_dir) / "toy" if cache_dir is not None else cache_root()
-    path = root / build_key(world.config, model)
+    key = build_key(world.config, model)
+    cache_path = path = root / key
     if rebuild and path.exists():
         shutil.rmtree(path)
+    if not rebuild and shipped:
+        path = shipped_build(key) or cache_path
     if not (path / "build.json").exists():
         root.mkdir(parents=True, exist_ok=True)
         if progress:
@@ -403,4 +471,4 @@ def load_toy_models(world: ToyWorldConfig | ToyWorld | None = None, model: ToyMo
         _build_into(path, "build.json", lambda tmp: _build(world, model, tmp, progress))
     build = json.loads((path / "build.json").read_text())
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
-    return ToyModels(world, tokenizer, _load(path / "vanilla"), _load(path / "gold"), path, build)
+    return ToyModels(world, tokenizer, _load(path / "vanilla"), _load(path / "gold"), path, build, cache_path)
