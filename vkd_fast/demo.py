@@ -23,7 +23,7 @@ from .eval.metrics import multiple_choice
 from .eval.privacy import privacy_leak
 from .eval.probe import identity_probe
 from .eval.relearn import AttackGrid, attack_grid
-from .eval.report import markdown_table, plot, text_table, write_json, write_markdown
+from .eval.report import WALL_CLOCK, markdown_table, plot, text_table, write_json, write_markdown
 from .eval.stats import gap_closed, paired_bootstrap
 from .methods import create_method, get_method
 from .tasks.toy import embedding_row, privacy_row, toy_eval_sets
@@ -32,6 +32,7 @@ from .utils.memory import measure
 from .utils.options import check_types, from_mapping
 from .utils.progress import log_line, progress_bar
 from .utils.text import encode_prompt, pad_right
+from .utils.validate import check_positive_int
 
 #: methods that run their default steps (no early stop: their steps are tuned, the baselines overshoot),
 #: get the worst-case grid and are judged by the bars
@@ -105,6 +106,10 @@ class DemoConfig:
     #: the demo profile: which methods run, in order, and their settings -- a shipped name ("demo":
     #: vkd_fast/configs/demo.yaml) or a YAML file's path (:func:`load_profile`)
     profile: str = DEFAULT_PROFILE
+    #: CPU threads for the demo's numerics, set for the run and restored after it (None: leave torch's).
+    #: Float results move with the thread count (docs/demo.md, Reproducibility): one thread makes the
+    #: table independent of OMP_NUM_THREADS and of the machine's core count
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -120,6 +125,8 @@ class DemoConfig:
         if unknown:
             raise ValueError(f"overrides for method(s) not run: {unknown}")
         check_device_spec("device", self.device)
+        if self.threads is not None:
+            check_positive_int("threads", self.threads)
 
     @property
     def method_configs(self) -> dict[str, dict]:
@@ -146,6 +153,16 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     report dict; with ``output_dir`` also writes report.json, report.md and report.png there.
     ``environment``: recorded in the JSON report (the CLI passes ``vkd-fast doctor``'s report)."""
     config = config or DemoConfig()
+    before = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run_demo(models, config, output_dir, progress, environment)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_demo(models, config: DemoConfig, output_dir, progress: bool, environment: dict | None) -> dict:
     device = resolve_device(config.device)
     models.vanilla.to(device)
     models.gold.to(device)
@@ -284,14 +301,15 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
     checks = checks_by.get("vkd", [])
     report = {
         "title": "vkd_fast toy-world demo",
-        "world": world.describe(), "models": {"path": str(models.path), "build": models.build},
+        "world": world.describe(),
+        "models": {"path": str(models.path), "shipped": getattr(models, "shipped", False), "build": models.build},
         "chance": chance, "rows": ordered, "checks": checks, "details": details,
         "checks_by_method": checks_by,
         "attack": config.attack.to_dict(),
         "worst_grid": config.worst_grid.to_dict() if config.worst_grid is not None else None,
-        "demo_config": {"methods": list(config.methods),
-                                                                    "overrides": config.overrides,
-                                                                    "method_configs": config.method_configs},
+        "demo_config": {"methods": list(config.methods), "overrides": config.overrides,
+                        "method_configs": config.method_configs},
+        "threads": torch.get_num_threads(),  # the numerics' thread count (DemoConfig.threads)
         "seconds_total": time.perf_counter() - t_start, "environment": environment or {},
     }
     if output_dir is not None:
@@ -303,7 +321,8 @@ def run_demo(models, config: DemoConfig | None = None, output_dir=None, progress
         if stats:
             notes += ("\n\nRelearning recovery, paired over attack seeds (mean difference [95% bootstrap interval]; "
                       "C = (oracle - method) / (oracle - gold)):\n\n" + "\n".join(f"- {s}" for s in stats))
-        write_markdown(out / "report.md", ordered, "Toy-world comparison (accuracies in %)", notes)
+        notes = wall_clock_line(report) + "\n\n" + notes
+        write_markdown(out / "report.md", ordered, "Toy-world comparison (accuracies in %)", notes, exclude=WALL_CLOCK)
         plot(out / "report.png", ordered, chance, "vkd_fast toy world: forget / retain accuracy and relearning")
     return report
 
@@ -352,9 +371,9 @@ def _flat(result: dict) -> dict:
 
 def summary(report: dict) -> str:
     """The terminal summary: the table, the VKD checks and where the files are."""
-    lines = [text_table(report["rows"]), "",
+    lines = [text_table(report["rows"], exclude=WALL_CLOCK), "",
              f"accuracies in %, chance {100 * report['chance']:.1f}%; relearning recovery: 0 = nothing regained, "
-             "1 = back to the vanilla model"]
+             "1 = back to the vanilla model", wall_clock_line(report)]
     stats = stats_lines(report)
     if stats:
         lines += ["", "relearning recovery per method, paired over attack seeds (mean difference [95% bootstrap "
@@ -367,6 +386,13 @@ def summary(report: dict) -> str:
             lines.append(f"  {verdict}  {_LABEL.get(method, method)} {c['check']}: {_num(c['value'])} "
                          f"(bound {_num(c['bound'])})")
     return "\n".join(lines)
+
+
+def wall_clock_line(report: dict) -> str:
+    """The unlearning runs' wall times: a figure of this machine, kept out of the table (which is the
+    same on every machine that loads the same models with the same thread count: docs/demo.md)."""
+    times = [f"{r['method']} {r['seconds']:.1f} s" for r in report["rows"] if r.get("seconds") is not None]
+    return ("unlearning wall time on this machine (not part of the table): " + ", ".join(times)) if times else ""
 
 
 def stats_lines(report: dict) -> list[str]:

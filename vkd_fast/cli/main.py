@@ -82,13 +82,9 @@ def _eval_args(p, command: str, protocols: bool = False) -> None:
     _task_args(p, command)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        load_plugins(argv)  # before the parsers: plug-in methods appear in --method and --help
-    except (ValueError, SyntaxError) as exc:
-        print(f"vkd-fast: error: {exc}", file=sys.stderr)
-        return 2
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vkd-fast`` parser with every subcommand; builds, runs nothing. Methods and tasks are the
+    registered ones: plug-ins (``--plugin`` / ``VKD_FAST_PLUGINS``) are loaded first (:func:`main` does)."""
     from .. import __version__
     from ..methods import available_methods
 
@@ -189,9 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     _dtype_args(p_rl)
     p_dm = sub.add_parser("demo", help="the toy-world demo: vanilla and gold, VKD and every baseline, all metrics, "
                                        "relearning attack, table + JSON + Markdown + PNG",
-                          description="Builds (first run, cached) or loads the toy world's vanilla and gold tiny "
-                                      "LLaVA models, unlearns the forget people with each method, evaluates, attacks "
-                                      "and reports. Nothing is downloaded.")
+                          description="Loads the toy world's vanilla, gold and oracle tiny LLaVA models (the default "
+                                      "world's ship with the package; another world is built on first use and "
+                                      "cached), unlearns the forget people with each method, evaluates, attacks and "
+                                      "reports. Nothing is downloaded.")
+    p_dm.add_argument("--quick", action="store_true",
+                      help="the quick demo (make demo): VKD and two baselines (grad_diff, npo) unless --methods, no "
+                           "attack grid, no embedding attack; the default attack in both modes as in the full demo")
     p_dm.add_argument("--output-dir", default="demo_output", help="where report.json / .md / .png go")
     p_dm.add_argument("--config", default="demo", metavar="NAME_OR_PATH",
                       help="the demo profile -- which methods run, in order, and their settings: a shipped name "
@@ -204,23 +204,55 @@ def main(argv: list[str] | None = None) -> int:
                       help="skip the attack grid whose worst case is shown for VKD, gold and the oracle (faster)")
     p_dm.add_argument("--no-embedding-attack", action="store_true",
                       help="skip the embedding attack (per forget image, the visual tokens the language model reads "
-                           "optimised to answer two facts, the others tested; ~10 s a row)")
+                           "optimised to answer two facts, the others tested)")
     p_dm.add_argument("--no-oracle", action="store_true",
                       help="skip the oracle reference row (the V+P-only limit: the vanilla LLM with a vision tower "
-                           "and projector trained on retain people only; built on first use per world, ~1-3 min on "
-                           "2 CPU cores, then cached)")
-    p_dm.add_argument("--rebuild", action="store_true", help="retrain the vanilla and gold models")
+                           "and projector trained on retain people only; shipped for the default world, built on "
+                           "first use and cached for another)")
+    p_dm.add_argument("--threads", type=int, default=1,
+                      help="CPU threads for the demo's numerics (default 1: float results move with the thread count, "
+                           "one thread keeps the table the same whatever OMP_NUM_THREADS says; 0: torch's default)")
+    p_dm.add_argument("--rebuild", action="store_true",
+                      help="train the vanilla and gold models anew on this machine (into the cache) instead of "
+                           "loading the shipped or cached ones")
     p_dm.add_argument("--strict", action="store_true", help="exit 1 when a VKD check fails")
     _device_args(p_dm, "unlearning, evaluation and the attacks (not the toy models' build, always on the CPU)")
     _task_args(p_dm, "demo")
     _plugin_arg(p_dm)  # a profile may name plug-in methods
+    return parser
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """``{name: parser}`` of the subcommands of :func:`build_parser`'s parser, in their order."""
+    return next(dict(a.choices) for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def parse_args(argv: list[str], parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    """The command line as :func:`main` reads it: ``unlearn`` also takes ``key=value`` words (in
+    ``.overrides``), anything else unknown is an error (argparse prints it and exits with 2)."""
+    parser = build_parser() if parser is None else parser
     args, rest = parser.parse_known_args(argv)
     if args.command == "unlearn":
         # option overrides (key=value) may stand anywhere after the subcommand; they win over --config
         args.overrides = [a for a in rest if "=" in a and not a.startswith("-")]
         stray = [a for a in rest if a not in args.overrides]
         if stray:
-            p_un.error(f"unrecognized arguments: {' '.join(stray)}")
+            subcommands(parser)["unlearn"].error(f"unrecognized arguments: {' '.join(stray)}")
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        load_plugins(argv)  # before the parsers: plug-in methods appear in --method and --help
+    except (ValueError, SyntaxError) as exc:
+        print(f"vkd-fast: error: {exc}", file=sys.stderr)
+        return 2
+    parser = build_parser()
+    args = parse_args(argv, parser)
+    if args.command == "unlearn":
         from ..engine import NonFiniteLossError
 
         try:
@@ -228,8 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, TypeError, KeyError, FileNotFoundError, NonFiniteLossError) as exc:
             print(f"vkd-fast unlearn: error: {exc}", file=sys.stderr)
             return 2
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     runners = {"eval": run_eval, "relearn": run_relearn, "demo": run_demo_cmd, "export": run_export}
     if args.command in runners:
         try:

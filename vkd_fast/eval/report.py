@@ -46,13 +46,18 @@ def _fmt(value, kind: str) -> str:
     return f"{int(value):,}"
 
 
-def _columns(rows: list[dict]) -> list[tuple]:
-    return [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+#: the columns that measure this machine, not the method (left out where a table must reproduce)
+WALL_CLOCK = ("seconds",)
 
 
-def markdown_table(rows: list[dict]) -> str:
-    """Rows (``{"method": ..., metric: value}``) -> a Markdown table; accuracies in percent."""
-    cols = _columns(rows)
+def _columns(rows: list[dict], exclude=()) -> list[tuple]:
+    return [c for c in COLUMNS if c[0] not in exclude and any(r.get(c[0]) is not None for r in rows)]
+
+
+def markdown_table(rows: list[dict], exclude=()) -> str:
+    """Rows (``{"method": ..., metric: value}``) -> a Markdown table; accuracies in percent. ``exclude``:
+    row keys whose columns are left out (e.g. :data:`WALL_CLOCK`)."""
+    cols = _columns(rows, exclude)
     lines = ["| method | " + " | ".join(h for _, h, _ in cols) + " |",
              "|---|" + "---:|" * len(cols)]
     for r in rows:
@@ -60,9 +65,9 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def text_table(rows: list[dict]) -> str:
+def text_table(rows: list[dict], exclude=()) -> str:
     """The same table for a terminal (aligned columns)."""
-    cols = _columns(rows)
+    cols = _columns(rows, exclude)
     header = ["method"] + [h for _, h, _ in cols]
     body = [[r["method"]] + [_fmt(r.get(k), f) for k, _, f in cols] for r in rows]
     widths = [max(len(x[i]) for x in [header] + body) for i in range(len(header))]
@@ -91,8 +96,9 @@ def write_jsonl(path, records: list[dict]) -> None:
     atomic_write(path, "".join(json.dumps(_clean(r), ensure_ascii=False, allow_nan=False) + "\n" for r in records))
 
 
-def write_markdown(path, rows: list[dict], title: str = "", notes: str = "") -> None:
-    text = (f"## {title}\n\n" if title else "") + markdown_table(rows) + "\n" + (f"\n{notes}\n" if notes else "")
+def write_markdown(path, rows: list[dict], title: str = "", notes: str = "", exclude=()) -> None:
+    text = (f"## {title}\n\n" if title else "") + markdown_table(rows, exclude) + "\n"
+    text += f"\n{notes}\n" if notes else ""
     atomic_write(path, text)
 
 
