@@ -22,7 +22,7 @@ shipped name); the research variants among them run vkd_fast.experimental's vkd_
 
 Per (world, variant) results are kept in benchmarks/results/robustness/cells/ (a rerun skips what is
 there; --fresh recomputes), and the summary is written to benchmarks/results/robustness_study.{csv,md,png}.
-Thread count changes float results: the figures in the README used 2 threads (OMP_NUM_THREADS unset
+Thread count changes float results: the figures in docs/robustness.md used 2 threads (OMP_NUM_THREADS unset
 on a 2-core machine).
 """
 

@@ -30,7 +30,7 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     assert k["retain_vqa"] >= v["retain_vqa"] - 0.02
     assert report["details"]["vkd"]["text_logits_identical"] is True
     # vision-side relearning, the default attack's mean over its seeds: no more than gold's + 0.10 here
-    # (the reduced world; on worlds 1 and 2 of the study it is not met -- see the README's Robustness section)
+    # (the reduced world; on worlds 1 and 2 of the study it is not met -- see docs/robustness.md)
     assert k["recovery_visual"] <= g["recovery_visual"] + 0.10
     seeds = report["details"]["vkd"]["relearn"]["default"]["cells"]
     assert all(len(c["recoveries"]) == 2 for c in seeds)  # a mean over the two attack seeds
@@ -40,7 +40,7 @@ def test_reduced_demo_meets_the_vkd_bars(toy, tmp_path):
     measured = {"relearn llm (default attack, mean over seeds) <= gold + 0.10",
                 "relearn llm worst case over the grid <= gold's worst + 0.15",
                 "relearn visual worst case over the grid <= gold's worst + 0.15",
-                # the V+P limit: measured, not promised (the README's Robustness section)
+                # the V+P limit: measured, not promised (docs/robustness.md)
                 "relearn llm (default attack, mean over seeds) <= oracle + 0.00 (the V+P limit)",
                 "relearn visual (default attack, mean over seeds) <= oracle + 0.00 (the V+P limit)"}
     assert failed <= measured, failed

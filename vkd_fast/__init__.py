@@ -7,8 +7,8 @@ The import is lean: it loads torch but not triton, not transformers and not the 
 import os as _os
 import sys as _sys
 
-# The `vkd-fast` command: OpenMP threads that wait passively instead of spinning (under load, 60 toy training
-# steps took 101.6 s with the policy unset and 28.3 s passive; numerics are the same). Set here because OpenMP reads
+# The `vkd-fast` command: OpenMP threads that wait passively instead of spinning (far faster under load, the same
+# numerics; measured: docs/benchmarks.md). Set here because OpenMP reads
 # it once, when torch loads; a policy the user chose is kept. Imports from Python are left alone.
 if _os.path.basename(_sys.argv[0] if _sys.argv else "") == "vkd-fast" and "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -84,7 +84,7 @@ def feature_distill_loss(
             1e-8) or ``"smooth_l1"`` (Huber with beta 1, mean over D).
         reduction: ``"mean"`` (sum of weighted row losses / N), ``"sum"`` or ``"none"`` (``[N]``).
         backend: ``"auto"``, ``"triton"``, ``"cext"`` (the C++ extension, CPU tensors;
-            ``"cpu"`` is its former name, still accepted with a warning) or ``"reference"`` (see the README).
+            ``"cpu"`` is its former name, still accepted with a warning) or ``"reference"`` (docs/kernels-and-cache.md).
         check_indices: check that index values are in range. ``None`` (default): always on CPU, on
             CUDA unless ``VKD_FAST_CHECK_INDICES=0``; ``False``: skip (indices built by trusted code,
             e.g. the VKD step, which must not synchronise the device).

@@ -56,7 +56,7 @@ def test_forget_augment_config():
 def test_forget_augment_default():
     from vkd_fast.methods.vkd.options import DEFAULT_FORGET_AUGMENT
 
-    assert VKDOptions().forget_augment == DEFAULT_FORGET_AUGMENT == 0.6  # on by default (README, Robustness)
+    assert VKDOptions().forget_augment == DEFAULT_FORGET_AUGMENT == 0.6  # on by default (docs/robustness.md)
     assert VKDOptions(forget_target="retain_mean").forget_augment == 0.6  # any target that is not the image's own
     assert VKDOptions(forget_augment=0).forget_augment == 0.0
 

@@ -4,7 +4,7 @@ bit and the lock phase changes nothing but the lock (V + P and W equal VKD's run
 stay bit-identical to the model before unlearning, the retain term starts at exactly 0 (the lock
 starts as the identity), the lock is saved with the run and loads back to the same logits, and the
 options and inputs are checked. What the lock buys against the relearning attack is measured on the
-toy worlds (README, Robustness), not here."""
+toy worlds (docs/robustness.md), not here."""
 
 import _tiny_models as T
 import pytest

@@ -9,10 +9,10 @@ attribute (train on some attributes' questions, test on the others') or a fracti
 the same side. Recovery =
 (acc after relearning - acc after unlearning) / (acc before unlearning - acc after unlearning).
 
-One attack seed is too noisy to judge a method (measured: the gold model's visual recovery moved from
-0.00 to 0.47 with the attack's seed alone), so :func:`attack_grid` runs a grid of attacks (splits,
-learning rates, step counts, both modes) over several seeds and reports each cell's mean and spread
-and the worst case per mode.
+One attack seed is too noisy to judge a method (the gold model's visual recovery moved across a large
+part of the scale with the attack's seed alone; measured: docs/robustness.md), so :func:`attack_grid`
+runs a grid of attacks (splits, learning rates, step counts, both modes) over several seeds and
+reports each cell's mean and spread and the worst case per mode.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Statistics that can tell a real gain from seed noise (docs/method.md §4.4).
 
 A relearning attack's recovery varies a lot between attack seeds and between toy worlds (a cell's
-spread over seeds reached ±0.45; gold itself recovers 0.86 on one world), so a method is compared
+spread over seeds can be a large part of the scale; gold itself, which never learned the forget
+people, recovers a lot on one world; measured: docs/robustness.md), so a method is compared
 with a reference on the *same* cells -- the same world, attack and seed -- and the uncertainty of
 the mean difference comes from a paired bootstrap over those cells:
 

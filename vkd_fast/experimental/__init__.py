@@ -1,8 +1,9 @@
 """VKD's measured research variants, out of the product path (issue 25): method ``vkd_experimental``
 (:class:`VKDExperimental`, VKD plus the options below) and the forget targets ``misdirect`` and
 ``repel``. None passes more of the bars of :mod:`vkd_fast.eval.bars` than the default does, and
-``lambda_meta`` costs 3.8x and ``shrink_perturb`` 2x a plain run (the README's Robustness section:
-the study's table, ``benchmarks/robustness_study.py``); they stay for the study and for research.
+``lambda_meta`` and ``shrink_perturb`` each cost a multiple of a plain run's time (measured:
+docs/robustness.md, the study's table, ``benchmarks/robustness_study.py``); they stay for the study
+and for research.
 
 * ``lambda_meta`` (+ ``meta_steps``, ``meta_lr``, ``meta_every``, ``meta_batch``): an attack-simulating
   term (meta.py);

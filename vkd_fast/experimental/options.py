@@ -18,7 +18,7 @@ class VKDExperimentalOptions(VKDOptions):
                                 "forget target: VKD's ('retain_person', 'retain_mean', 'nearest_retain', "
                                 "'random_retain'), or 'misdirect' (a fixed random direction, misdirect_scale mean "
                                 "token norms long) or 'repel' (a bounded hinge away from the image's own teacher "
-                                "features; see the README's Robustness section for what each measured)")
+                                "features; see docs/robustness.md for what each measured)")
     misdirect_scale: float = option(1.0, "misdirect anchor length, in mean teacher token norms")
     repel_margin: float = option(1.0, "repel: hinge margin of the distance to the own teacher features")
     repel_noise: float = option(0.01, "repel: relative std of the noise that breaks the student=teacher symmetry")

@@ -22,7 +22,7 @@ Every forward whose parameters receive gradients goes through ``self.student`` (
 
 A method object can also be driven from any training loop: :meth:`prepare` does the checks, the
 set-up and the trainable set, :meth:`parameters` lists what to optimise, and :meth:`step` gives
-the loss of each planned batch (see the README's "Use from any training loop").
+the loss of each planned batch (docs/integration.md).
 """
 
 from __future__ import annotations

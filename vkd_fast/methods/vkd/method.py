@@ -47,8 +47,8 @@ class VKD(UnlearningMethod):
     """Visual knowledge distillation; options: :class:`VKDOptions`."""
 
     Options = VKDOptions
-    #: measured on five toy worlds (README, Robustness): with forget_augment the retain images need
-    #: more than 300 steps to get back to within 2 points of the model before unlearning
+    #: with forget_augment the retain images need more than 300 steps to get back within the retain bar
+    #: (Bars.retain_tolerance) of the model before unlearning (measured on five toy worlds: docs/robustness.md)
     default_steps = 600
 
     @property

@@ -31,8 +31,8 @@ class _VKDFields:
                                 "every item, see vkd_fast.data.person_per_image), 'retain_mean' (the mean retain "
                                 "features: answers collapse), "
                                 "'nearest_retain' (the retain image nearest in pixel space), 'random_retain' (a "
-                                "retain image drawn per forget image); see the README's Robustness section for what "
-                                "each measured")
+                                "retain image drawn per forget image); see docs/robustness.md for what each "
+                                "measured")
     target_people: int = option(1, "retain_person: how many retain people stand in for each forget person (its "
                                     "images take turns among them)")
     match_agreement: bool = option(True, "retain_person: among seeded draws of stand-ins keep the one whose answers "
@@ -41,8 +41,9 @@ class _VKDFields:
     forget_augment: float | None = option(None, "strength in [0, 1] of a random shift + pixel noise applied to forget "
                                                 "images every step (their target does not depend on the view), so "
                                                 "the forgetting carries over to unseen images of the person. None = "
-                                                "0.6 (measured: the stand-in's answers on unseen portraits too), or 0 "
-                                                "for a target that is the image's own features; 0 = off")
+                                                "0.6 (the stand-in's answers on unseen portraits too; measured: "
+                                                "docs/robustness.md), or 0 for a target that is the image's own "
+                                                "features; 0 = off")
     metric: str = option("mse", "distance: 'mse', 'cosine' or 'smooth_l1'")
     lambda_retain: float = option(1.0, "weight of the retain term")
     lambda_forget: float = option(1.0, "weight of the forget term")

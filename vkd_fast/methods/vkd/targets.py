@@ -10,7 +10,7 @@ and how per-row distances become the forget term. Registered policies:
 * ``retain_person`` (the default) -- the images of retain people standing in for each forget person.
 
 The research targets ``misdirect`` and ``repel`` live in :mod:`vkd_fast.experimental` (method
-``vkd_experimental``; README, Robustness). Add one with :func:`register_forget_target` (a subclass
+``vkd_experimental``; docs/robustness.md). Add one with :func:`register_forget_target` (a subclass
 of :class:`ForgetTarget`); a target that needs options of its own names their class in
 :attr:`ForgetTarget.options_class`.
 """
@@ -152,12 +152,12 @@ class RetainPerson(ForgetTarget):
 
     ``match_agreement`` (the default): the stand-ins answer the forget people's questions, so the
     forget accuracy after unlearning is how often their answers happen to equal the forget people's.
-    One draw of a few people leaves that to luck (measured on the toy worlds: 0% on one world, twice
-    chance on another -- both fingerprints). When forget and retain items share questions, up to
-    :data:`MATCH_DRAWS` seeded draws are compared and the first whose stand-ins agree with the
-    forget people (on the questions both answered) nearest to how often a retain person drawn at
-    random agrees on average is kept: the answers then agree with the truth as often as those of a
-    model that never knew the person. See :func:`agreement_draw`."""
+    One draw of a few people leaves that to luck (on the toy worlds: far below chance on one world, far
+    above on another -- both fingerprints; measured: docs/robustness.md). When forget and retain items
+    share questions, up to :data:`MATCH_DRAWS` seeded draws are compared and the first whose
+    stand-ins agree with the forget people (on the questions both answered) nearest to how often a
+    retain person drawn at random agrees on average is kept: the answers then agree with the truth as
+    often as those of a model that never knew the person. See :func:`agreement_draw`."""
 
     #: what needs the persons, the start of :meth:`check`'s message
     NEEDS = ("vkd's forget_target='retain_person' (the default) pulls the images of each forget person to "
@@ -360,8 +360,8 @@ def nearest_retain_keys(forget_pixels: list[torch.Tensor], retain_pixels: list[t
     squared differences of the processed pixels) among retain images of the same shape: the person a
     model that never saw the forget person would take them for by appearance alone. Pixel space, not
     the teacher's features: the teacher's feature space is arranged by what it knows about people, so
-    its nearest neighbour is the retain person who shares the most attributes (measured on the toy
-    world: 5 of 8 attribute values shared), which would hand the forgotten answers back."""
+    its nearest neighbour is the retain person who shares the most attributes (on the toy world, most
+    of them; measured: docs/robustness.md), which would hand the forgotten answers back."""
     by_shape: dict[tuple, list[int]] = {}
     for j, p in enumerate(retain_pixels):
         by_shape.setdefault(tuple(p.shape), []).append(j)
