@@ -13,8 +13,8 @@ PYTEST_ARGS ?=
 CONSTRAINTS ?= constraints/tested.txt
 COMPAT_CONSTRAINTS ?= constraints/compat.txt
 PIN = $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
-# OpenMP threads wait passively instead of spinning (same numerics; under load, 60 toy training steps took
-# 101.6 s unset vs 28.3 s passive here). A policy set in the environment wins.
+# OpenMP threads wait passively instead of spinning (same numerics, several times faster under load;
+# measured: docs/installation.md, Environment variables). A policy set in the environment wins.
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 PY := $(VENV)/bin/python
@@ -45,8 +45,8 @@ $(STAMP): $(PY) pyproject.toml setup.py $(CONSTRAINTS) $(wildcard csrc/*.cpp csr
 
 # The toy-world demo on the shipped models of the default world (docs/demo.md). `make demo`: the quick
 # profile -- VKD, grad_diff and npo, every metric, the default relearning attack in both modes over three
-# seeds (~2 min here once the venv exists). `make demo-full`: every method, the attack grid and the
-# embedding attack (~14 min). Both write $(DEMO_DIR)/report.{json,md,png}. DEMO_ARGS: extra
+# seeds (~1 min here once the venv exists). `make demo-full`: every method, the attack grid and the
+# embedding attack (~8 min). Both write $(DEMO_DIR)/report.{json,md,png}. DEMO_ARGS: extra
 # `vkd-fast demo` options (docs/cli.md).
 DEMO_DIR ?= demo_output
 DEMO_ARGS ?=
