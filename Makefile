@@ -28,7 +28,7 @@ COMPAT_STAMP := $(COMPAT_VENV)/.installed
 # The newest versions the ranges allow (torch stays TORCH_SPEC), in a venv of its own, made anew each time.
 LATEST_VENV ?= .venv-latest
 
-.PHONY: install demo demo-full test test-fast test-latest lock lint bench bench-plot clean
+.PHONY: install demo demo-full test test-fast test-latest lock lint bench clean
 
 install: $(STAMP)
 

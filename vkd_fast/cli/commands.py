@@ -9,10 +9,11 @@ from .options import config_from
 from .specs import _quiet_transformers, _tokenizer_for, load_items, load_model, load_visual
 
 
-def _placement(args, command: str):
+def _placement(args, command: str, threads: int | None = None):
     """(device, dtype of a local model's weights) from --device / --dtype, said in one line on stderr.
     dtype: a torch dtype, None (the checkpoint's own: --dtype auto) or "16bit" (--dtype default on an
-    accelerator: the checkpoint's dtype when it is 16-bit, else bfloat16)."""
+    accelerator: the checkpoint's dtype when it is 16-bit, else bfloat16). ``threads``: the CPU threads
+    the command will run its numerics on, when it sets them itself (the demo's --threads)."""
     import sys
 
     import torch
@@ -27,8 +28,10 @@ def _placement(args, command: str):
         dtype = None if choice == "auto" else getattr(torch, choice)
     shown = {"16bit": "16-bit (bfloat16 unless the checkpoint is float16)", None: "the checkpoint's dtype"}.get(
         dtype, str(dtype).replace("torch.", ""))
-    print(f"vkd-fast {command}: device {describe_device(device)}; a local model's weights: {shown}", file=sys.stderr,
-          flush=True)
+    where = describe_device(device)
+    if threads is not None and device.type == "cpu":
+        where = f"cpu ({threads} thread{'s' * (threads != 1)})"
+    print(f"vkd-fast {command}: device {where}; a local model's weights: {shown}", file=sys.stderr, flush=True)
     return device, dtype
 
 
@@ -223,7 +226,7 @@ def run_demo_cmd(args) -> int:
     methods = tuple(methods.split(",")) if methods else None  # None: the profile's
     attack = AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(args.relearn_steps,),
                         seeds=_seeds(args.attack_seeds))
-    device, _ = _placement(args, "demo")
+    device, _ = _placement(args, "demo", threads=args.threads or None)
     config = DemoConfig(methods=methods, profile=args.config, attack=attack, device=str(device),
                         oracle=not args.no_oracle,
                         embedding_attack=not (args.no_embedding_attack or quick),

@@ -39,7 +39,8 @@ class UnlearnConfig:
                                                   "it learns; export casts them back to the checkpoint's dtype). "
                                                   "None = as loaded")
     shard_llm: bool = option(False, "multi-process runs: shard the frozen language model over the processes with "
-                                    "FSDP2 (fully_shard) to save memory (useful with llm taps and output terms)")
+                                    "FSDP2 (fully_shard) to save memory (useful with VKD's llm taps; its output "
+                                    "terms are single-process)")
     amp: str = option("bf16", "autocast on CUDA: 'bf16' or 'off' (CPU runs are always fp32)")
     log_path: str | None = option(None, "JSON-lines step log (None = no file)")
     log_every: int = option(10, "steps between log lines (and between the host reads of the step losses)")
