@@ -89,9 +89,30 @@ def test_inputs_and_options_are_checked():
     for name, bad in (("lock_steps", 0), ("attackers", 0), ("lock_lr", 0.0), ("lambda_lock_retain", -1.0)):
         with pytest.raises(ValueError, match=name):
             VKDRobustOptions(**{name: bad})
+    for bad in ("", "q_proj,q_proj", "q_proj;k_proj", " , "):
+        with pytest.raises(ValueError, match="lock_targets"):
+            VKDRobustOptions(lock_targets=bad)
+    from vkd_fast.adapters.gated_lock import DEFAULT_TARGETS
+
+    assert VKDRobustOptions().lock_target_names == DEFAULT_TARGETS  # the option's default is the lock's
+    assert VKDRobustOptions(lock_targets="q_proj, gate_proj").lock_target_names == ("q_proj", "gate_proj")
     method = vf.methods.VKDRobust()
     with pytest.raises(ValueError, match="one process"):
         method.check(forget, retain, T.tiny_tokenizer(), world_size=2)
+
+
+def test_the_lock_wraps_the_linears_named_in_lock_targets():
+    tok = T.tiny_tokenizer()
+    forget, retain = _items()
+    model = T.tiny_llava()
+    text_before = _text_logits(model, tok)
+    vf.unlearn(model, forget, retain, method="vkd_robust", tokenizer=tok, config=vf.UnlearnConfig(**CONFIG),
+               options={**LOCK, "lock_targets": "q_proj,gate_proj,down_proj"})
+    lock = find_gated_lock(model)
+    kinds = {name.rpartition(".")[2] for name in lock.modules}
+    layers = len(get_adapter(model).llm_layers)
+    assert kinds == {"q_proj", "gate_proj", "down_proj"} and len(lock.modules) == 3 * layers
+    assert torch.equal(_text_logits(model, tok), text_before)  # text still never sees it
 
 
 def test_a_second_lock_is_refused():

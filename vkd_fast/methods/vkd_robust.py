@@ -52,6 +52,9 @@ class _LockFields:
     lock_steps: int = option(300, "steps of the lock's training after VKD's steps")
     lock_rank: int = option(8, "rank of the lock's adapters on W's attention projections")
     lock_alpha: float = option(16.0, "the lock's scale alpha (the update is alpha / rank * B A x)")
+    lock_targets: str = option("q_proj,k_proj,v_proj,o_proj",
+                               "comma-separated names of the linears of W's layers the lock wraps (e.g. add "
+                               "gate_proj,up_proj,down_proj for the MLPs)")
     lock_lr: float = option(1e-3, "the lock's learning rate (AdamW)")
     lock_batch: int = option(8, "questions per side in one of the lock's steps")
     attackers: int = option(3, "simulated V + P attackers in the pool (the first starts from VKD's V + P, the last "
@@ -81,6 +84,13 @@ class VKDRobustOptions(VKDOptions, _LockFields):
         for name in ("lambda_lock_retain", "lambda_lock_forget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        names = self.lock_target_names
+        if not names or len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
+            raise ValueError(f"lock_targets must be comma-separated distinct module names, got {self.lock_targets!r}")
+
+    @property
+    def lock_target_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.lock_targets.split(",") if n.strip())
 
 
 class VKDRobust(VKD):
@@ -147,7 +157,7 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
     model.requires_grad_(False)
     model.eval()
     device = vp[0].device
-    lock = install_gated_lock(model, rank=o.lock_rank, alpha=o.lock_alpha)
+    lock = install_gated_lock(model, rank=o.lock_rank, alpha=o.lock_alpha, targets=o.lock_target_names)
     for p in lock.parameters():
         p.requires_grad_(False)
     pad = pad_id(tokenizer)
