@@ -176,13 +176,9 @@ def check_vkd_fast_command(argv: list[str], env: dict) -> str | None:
     import argparse
 
     from vkd_fast.cli.main import build_parser, parse_args, subcommands
+    from vkd_fast.cli.options import plugin_specs
 
-    specs = [s for s in env.get("VKD_FAST_PLUGINS", "").split(",") if s.strip()]
-    for i, word in enumerate(argv):
-        if word == "--plugin" and i + 1 < len(argv):
-            specs.append(argv[i + 1])
-        elif word.startswith("--plugin="):
-            specs.append(word.split("=", 1)[1])
+    specs = plugin_specs(argv, env)
     missing = [s for s in specs if _unavailable_plugin(s)]
     if missing:
         return f"skip: plug-in {', '.join(missing)} is not in the repository"

@@ -30,7 +30,10 @@ def test_auto_is_the_cpu_without_an_accelerator(monkeypatch):
     assert D.resolve_device("auto") == torch.device("cpu")
     assert D.resolve_device(None) is None  # leave the model where it is
     assert D.resolve_device("cpu") == torch.device("cpu")
-    assert D.describe_device(torch.device("cpu")) == f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    assert D.describe_device(torch.device("cpu")) == f"cpu ({n} thread{'s' if n != 1 else ''})"
+    assert D.describe_device(torch.device("cpu"), threads=1) == "cpu (1 thread)"
+    assert D.describe_device(torch.device("cpu"), threads=3) == "cpu (3 threads)"
     with pytest.raises(ValueError, match=r"^--device='cuda', but torch sees no CUDA device here \(use 'auto' or 'cpu'\)$"):
         D.resolve_device("cuda", "--device")
     with pytest.raises(ValueError, match=r"^device must be 'auto', a torch device such as .* got 'tpu'$"):

@@ -28,10 +28,8 @@ def _placement(args, command: str, threads: int | None = None):
         dtype = None if choice == "auto" else getattr(torch, choice)
     shown = {"16bit": "16-bit (bfloat16 unless the checkpoint is float16)", None: "the checkpoint's dtype"}.get(
         dtype, str(dtype).replace("torch.", ""))
-    where = describe_device(device)
-    if threads is not None and device.type == "cpu":
-        where = f"cpu ({threads} thread{'s' * (threads != 1)})"
-    print(f"vkd-fast {command}: device {where}; a local model's weights: {shown}", file=sys.stderr, flush=True)
+    print(f"vkd-fast {command}: device {describe_device(device, threads)}; a local model's weights: {shown}",
+          file=sys.stderr, flush=True)
     return device, dtype
 
 
@@ -221,7 +219,7 @@ def run_demo_cmd(args) -> int:
 
     t0 = time.perf_counter()
     _quiet_transformers()
-    quick = getattr(args, "quick", False)
+    quick = args.quick
     methods = args.methods or (QUICK_METHODS if quick else None)
     methods = tuple(methods.split(",")) if methods else None  # None: the profile's
     attack = AttackGrid(splits=("attributes:job,city",), lrs=(1e-3,), steps=(args.relearn_steps,),

@@ -22,15 +22,22 @@ import os
 from ..utils.plugins import load_plugin
 
 
-def load_plugins(argv: list[str]) -> None:
-    """Import the plug-ins named by ``--plugin`` words in ``argv`` and by ``VKD_FAST_PLUGINS``."""
-    specs = [s for s in os.environ.get("VKD_FAST_PLUGINS", "").split(",") if s.strip()]
+def plugin_specs(argv: list[str], env=None) -> list[str]:
+    """The plug-ins a command line names: ``VKD_FAST_PLUGINS`` of ``env`` (default: this process's
+    environment), then each ``--plugin`` word of ``argv``, in order."""
+    env = os.environ if env is None else env
+    specs = [s for s in env.get("VKD_FAST_PLUGINS", "").split(",") if s.strip()]
     for i, word in enumerate(argv):
         if word == "--plugin" and i + 1 < len(argv):
             specs.append(argv[i + 1])
         elif word.startswith("--plugin="):
             specs.append(word.split("=", 1)[1])
-    for spec in specs:
+    return specs
+
+
+def load_plugins(argv: list[str]) -> None:
+    """Import the plug-ins named by ``--plugin`` words in ``argv`` and by ``VKD_FAST_PLUGINS``."""
+    for spec in plugin_specs(argv):
         load_plugin(spec)
 
 

@@ -103,11 +103,11 @@ def _unlearn_options() -> list[str]:
 
 def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
     """docs/cli.md: the Markdown reference of ``parser`` (default: :func:`~vkd_fast.cli.main.build_parser`'s)."""
-    from .main import build_parser, subcommands
+    from .main import build_parser
 
     parser = build_parser() if parser is None else parser
-    commands = subcommands(parser)
     sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = dict(sub_action.choices)
     helps = {choice.dest: choice.help for choice in sub_action._choices_actions}  # the one-line help of each
     lines = ["# `vkd-fast` command-line reference", "",
              f"Generated from the command line's parser by `{COMMAND}`; do not edit it by hand.", "",

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 
+from ..utils.files import atomic_write, sha256_file
 from ..utils.loop import train_steps
 from ..utils.options import check_types
 from ..utils.text import encode_prompt, pad_right
@@ -98,14 +99,6 @@ SHIPPED_ROOT = Path(__file__).resolve().parent / "toy_models"
 MANIFEST = "MANIFEST.json"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def shipped_build(key: str, root: Path | None = None) -> Path | None:
     """The shipped build of ``key`` (a :func:`build_key`), its files checked against their SHA-256
     in ``MANIFEST.json``; None when the package ships no build of that key. A file that is missing
@@ -119,7 +112,7 @@ def shipped_build(key: str, root: Path | None = None) -> Path | None:
                            f"not {key!r}")
     for name, digest in manifest["files"].items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             raise RuntimeError(f"shipped toy build {folder}: {name} is {'missing' if not path.is_file() else 'damaged'}"
                                f" (SHA-256 differs from {MANIFEST}): reinstall vkd_fast, or build the world "
                                f"yourself (--rebuild on the command line, rebuild=True in Python)")
@@ -130,11 +123,10 @@ def write_manifest(folder: str | os.PathLike, key: str, note: dict | None = None
     """Record every file under ``folder`` (a build folder to ship as ``toy_models/<key>/``) with its
     SHA-256 in ``folder/MANIFEST.json`` (written to a temporary name, then renamed)."""
     folder = Path(folder)
-    files = {p.relative_to(folder).as_posix(): _sha256(p)
+    files = {p.relative_to(folder).as_posix(): sha256_file(p)
              for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    tmp = folder / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"key": key, "files": files, **({"note": note} if note else {})}, indent=2) + "\n")
-    tmp.replace(folder / MANIFEST)
+    atomic_write(folder / MANIFEST, json.dumps({"key": key, "files": files, **({"note": note} if note else {})},
+                                               indent=2) + "\n")
     return folder / MANIFEST
 
 

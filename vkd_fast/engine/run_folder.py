@@ -15,7 +15,6 @@ good one is used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, sha256_file
 
 RUN_FILE = "run.json"
 FORMAT = 1  # of run.json and deltas
@@ -87,14 +86,6 @@ def prepare_run_dir(output_dir, trajectory: dict, resume: bool, fingerprint: dic
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def checkpoint_dirs(run_dir) -> list[tuple[int, Path]]:
     """``(step, folder)`` of the ``checkpoint-<step>`` folders, newest first (stray names ignored)."""
     out = []
@@ -125,7 +116,7 @@ def verify_checkpoint(ckpt) -> dict:
     for name in _FILES:
         if not (ckpt / name).is_file():
             raise CheckpointDamaged(f"{ckpt}: incomplete ({name} is missing)")
-        if _sha256(ckpt / name) != state["files"].get(name):
+        if sha256_file(ckpt / name) != state["files"].get(name):
             raise CheckpointDamaged(f"{ckpt}: {name} does not match its checksum (the file was changed or damaged)")
     return state
 
@@ -189,7 +180,7 @@ def save_checkpoint(run_dir: Path, step: int, named, optimizer, scheduler, gener
     opt_tensors, opt_meta = _optimizer_parts(optimizer)
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     save_file({k: g.get_state() for k, g in generators.items()}, str(tmp / "rng.safetensors"))
-    files = {name: _sha256(tmp / name) for name in _FILES}
+    files = {name: sha256_file(tmp / name) for name in _FILES}
     _write_json(tmp / "state.json", {"format": CHECKPOINT_FORMAT, "step": step, "scheduler": scheduler.state_dict(),
                                      "optimizer": opt_meta, "files": files, "finished": finished})
     shutil.rmtree(final, ignore_errors=True)

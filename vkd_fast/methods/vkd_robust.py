@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..adapters.gated_lock import install_gated_lock
+from ..adapters.gated_lock import DEFAULT_TARGETS, install_gated_lock
 from ..utils.items import question_kind
 from ..utils.options import option
 from ..utils.text import answer_ce, answer_logprobs, collate_qa, encode_qa, pad_id
@@ -50,9 +50,9 @@ LOCK_FOLDER = "gated_lock"
 @dataclass(frozen=True)
 class _LockFields:
     lock_steps: int = option(300, "steps of the lock's training after VKD's steps")
-    lock_rank: int = option(8, "rank of the lock's adapters on W's attention projections")
+    lock_rank: int = option(8, "rank of the lock's adapters on the linears of lock_targets")
     lock_alpha: float = option(16.0, "the lock's scale alpha (the update is alpha / rank * B A x)")
-    lock_targets: str = option("q_proj,k_proj,v_proj,o_proj",
+    lock_targets: str = option(",".join(DEFAULT_TARGETS),
                                "comma-separated names of the linears of W's layers the lock wraps (e.g. add "
                                "gate_proj,up_proj,down_proj for the MLPs)")
     lock_lr: float = option(1e-3, "the lock's learning rate (AdamW)")

@@ -72,14 +72,16 @@ def is_accelerator(device) -> bool:
     return device is not None and torch.device(device).type not in ("cpu", "meta")
 
 
-def describe_device(device: torch.device) -> str:
-    """One line: ``cuda:0 (NVIDIA H200, 139.8 GiB)`` / ``cpu (2 threads)``."""
+def describe_device(device: torch.device, threads: int | None = None) -> str:
+    """One line: ``cuda:0 (NVIDIA H200, 139.8 GiB)`` / ``cpu (2 threads)``. ``threads``: the CPU thread
+    count to report when the caller will set it itself (default: torch's now)."""
     device = torch.device(device)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
         return f"cuda:{index} ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads() if threads is None else threads
+        return f"cpu ({n} thread{'s' * (n != 1)})"
     return str(device)
 

@@ -1,10 +1,20 @@
-"""Atomic file writes: readers see the old file or the new one, never a part; and the clean-up of
-temporary files that a killed writer left behind."""
+"""Atomic file writes: readers see the old file or the new one, never a part; the clean-up of
+temporary files that a killed writer left behind; a file's SHA-256."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+
+def sha256_file(path) -> str:
+    """The hex SHA-256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write(path, data: bytes | str) -> None:
