@@ -101,6 +101,34 @@ def _oracle(models):
     return models.oracle(progress=True)
 
 
+def resolved_options(name: str) -> dict | None:
+    """Every option variant ``name`` runs its method with, the method's defaults filled in (JSON-able);
+    None for the references (gold, the oracle). A cell records them, and a cell whose recorded options
+    differ from today's (a changed default, an edited variant) is computed again, not reused."""
+    if name not in VARIANTS:
+        return None
+    from vkd_fast.methods.base import make_options
+    from vkd_fast.methods.registry import get_method
+    from vkd_fast.utils.options import to_dict
+
+    spec = VARIANTS[name]
+    cls = get_method(spec.get("method", "vkd"))
+    return json.loads(json.dumps({"method": cls.name, "config": spec.get("config", {}),
+                                  "options": to_dict(make_options(cls, dict(spec.get("options", {}))))}))
+
+
+def cell_is_current(row: dict, name: str) -> bool:
+    """A kept cell still stands for variant ``name``: its recorded resolved options equal today's (cells
+    written before they recorded them: their variant's options as written must still match)."""
+    now = resolved_options(name)
+    if now is None:
+        return True
+    if "resolved_options" in row:
+        return row["resolved_options"] == now
+    spec = VARIANTS[name]
+    return row.get("options") == json.dumps({k: v for k, v in spec.items() if k != "method"})
+
+
 def _unlearn(models, name: str):
     """(a fresh copy of the world's vanilla model unlearned with variant ``name``, its wall time in s)."""
     import vkd_fast as vf
@@ -212,6 +240,7 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
         model.requires_grad_(False)
         row["text_identical"] = bool(torch.equal(state["text"](model), state["vanilla_text"]))
         row["options"] = json.dumps({k: v for k, v in spec.items() if k != "method"})  # as before the file
+        row["resolved_options"] = resolved_options(name)
     row["seconds"] = seconds
     row.update({k: v for k, v in evaluate(model, tok, sets).items() if k != "n"})
     row["identity_probe"] = identity_probe(model, sets["forget_vqa"] + sets["retain_vqa"],
@@ -332,14 +361,18 @@ def paired_statistics(rows: list[dict], worlds: list[int], names: list[str], see
 
 def privacy_lines(by: dict, worlds: list[int], names: list[str]) -> list[str]:
     """The membership-inference audit per variant: AUCs (forget people's training images vs strangers')
-    and MUSE's privacy leak (AUC - gold's) / gold's, mean [min, max] over worlds."""
+    and MUSE's privacy leak (AUC - gold's) / gold's, mean [min, max] over worlds; and the AUC's paired
+    difference from gold's on the same worlds with its bootstrap interval over worlds (a world's AUC
+    rests on a few forget people, so it moves a lot from world to world, gold's too)."""
     from vkd_fast.eval.privacy import privacy_leak
+    from vkd_fast.eval.stats import paired_bootstrap
 
     out = ["Privacy audit (membership inference, the forget people's training images vs strangers'; AUC 0.5: "
            "indistinguishable; leak = (AUC - gold's) / gold's, 0 at gold) and the embedding attack (the visual "
            "tokens W reads optimised per forget image on job and city, hobby and pet tested: what W still holds); "
-           "mean [min, max] over worlds:", "",
-           "| variant | AUC loss | AUC min-k | privacy leak | embedding attack recovery |", "|---|---:|---:|---:|---:|"]
+           "mean [min, max] over worlds; AUC - gold: paired over worlds [95% bootstrap interval over worlds]:", "",
+           "| variant | AUC loss | AUC loss - gold | AUC min-k | privacy leak | embedding attack recovery |",
+           "|---|---:|---:|---:|---:|---:|"]
     for name in names:
         rs = [(w, by.get((w, name))) for w in worlds]
         rs = [(w, r) for w, r in rs if r is not None and "mia_auc" in r]
@@ -349,6 +382,13 @@ def privacy_lines(by: dict, worlds: list[int], names: list[str]) -> list[str]:
         for key in ("mia_auc", "mia_auc_min_k"):
             vals = [r[key] for _, r in rs]
             cols.append(f"{_mean(vals):.2f} [{min(vals):.2f}, {max(vals):.2f}]")
+        paired = [(r["mia_auc"], by[(w, "gold")]["mia_auc"]) for w, r in rs if "mia_auc" in by.get((w, "gold"), {})]
+        if name != "gold" and paired:
+            d = paired_bootstrap([a for a, _ in paired], [g for _, g in paired])
+            f2 = lambda x: f"{round(x, 2) + 0.0:+.2f}"  # noqa: E731  (+ 0.0: no "-0.00")
+            cols.insert(1, f"{f2(d['mean'])} [{f2(d['low'])}, {f2(d['high'])}]")
+        else:
+            cols.insert(1, "–")
         leaks = [privacy_leak(r["mia_auc"], by[(w, "gold")]["mia_auc"]) for w, r in rs
                  if by.get((w, "gold"), {}).get("mia_auc")]
         cols.append(f"{_mean(leaks):+.2f} [{min(leaks):+.2f}, {max(leaks):+.2f}]" if leaks else "–")
@@ -499,7 +539,11 @@ def main(argv=None) -> int:
                 recorded = row.get("attack_seeds")
                 seeds_ok = (recorded == list(args.attack_seeds) if recorded is not None
                             else len(row.get("recovery_llm_seeds", [])) == len(args.attack_seeds))
-                if seeds_ok and ((name not in args.grid and (name != "gold" or args.no_gold_grid))
+                current = cell_is_current(row, name)
+                if not current:
+                    print(f"world {w} {name}: the kept cell was computed with other options (a changed default "
+                          "or variant): computing it again", flush=True)
+                if current and seeds_ok and ((name not in args.grid and (name != "gold" or args.no_gold_grid))
                                  or "worst_visual" in row):
                     if _complete_cell(row, name, models, sets, state):  # an older cell: add only what it lacks
                         tmp = path.with_suffix(".tmp")

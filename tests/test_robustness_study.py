@@ -44,7 +44,27 @@ def test_privacy_lines():
     lines = R.privacy_lines(by, [0, 1], ["gold", "default"])
     row = next(x for x in lines if x.startswith("| default |"))
     leaks = [(0.6 - 0.5) / 0.5, (0.3 - 0.4) / 0.4]
-    assert row == (f"| default | 0.45 [0.30, 0.60] | 0.45 [0.20, 0.70] | {sum(leaks) / 2:+.2f} "
-                   f"[{min(leaks):+.2f}, {max(leaks):+.2f}] | +0.40 [+0.30, +0.50] |")
-    assert next(x for x in lines if x.startswith("| gold |")).endswith("| – |")  # no embedding figure given
+    # AUC - gold per world: +0.1, -0.1; resampling two worlds gives means -0.1, 0 or +0.1, so the 95%
+    # interval is [-0.10, +0.10] around the mean 0.00
+    assert row == (f"| default | 0.45 [0.30, 0.60] | +0.00 [-0.10, +0.10] | 0.45 [0.20, 0.70] | "
+                   f"{sum(leaks) / 2:+.2f} [{min(leaks):+.2f}, {max(leaks):+.2f}] | +0.40 [+0.30, +0.50] |")
+    gold = next(x for x in lines if x.startswith("| gold |"))
+    assert gold.endswith("| – |") and gold.split("|")[3].strip() == "–"  # no embedding figure; not vs itself
     assert R.privacy_lines({}, [0], ["gold"]) == []
+
+
+def test_a_kept_cell_is_reused_only_while_its_variant_runs_with_the_same_options(monkeypatch):
+    monkeypatch.setattr(R, "VARIANTS", {"vkd_robust": {"method": "vkd_robust"},
+                                        "vkd_robust prior": {"method": "vkd_robust",
+                                                             "options": {"lock_forget_target": "prior"}}})
+    now = R.resolved_options("vkd_robust")
+    # the method's defaults are filled in: a changed default makes the kept cells stale
+    assert now["method"] == "vkd_robust" and now["options"]["lock_forget_target"] == "stand_in"
+    assert R.resolved_options("vkd_robust prior")["options"]["lock_forget_target"] == "prior"
+    assert R.resolved_options("gold") is None and R.cell_is_current({}, "oracle")
+    assert R.cell_is_current({"resolved_options": now}, "vkd_robust")
+    stale = {**now, "options": {**now["options"], "lock_forget_target": "prior"}}
+    assert not R.cell_is_current({"resolved_options": stale}, "vkd_robust")
+    # cells from before the record: the variant's options as written must still match
+    assert R.cell_is_current({"options": "{}"}, "vkd_robust")
+    assert not R.cell_is_current({"options": "{}"}, "vkd_robust prior")

@@ -146,3 +146,58 @@ def test_a_locked_model_saves_as_a_checkpoint_of_its_family_with_the_lock_beside
                                    rtol=0, atol=0)
     load_gated_lock(loaded, tmp_path / "out" / "gated_lock")
     torch.testing.assert_close(_image_logits(loaded, tok, forget[0]), locked, rtol=0, atol=0)
+
+
+def test_answer_targets_are_the_models_first_answer_token_distributions_averaged_over_the_images():
+    from vkd_fast.methods.vkd_robust import answer_targets
+
+    tok = T.tiny_tokenizer()
+    forget, retain = _items()
+    model = T.tiny_llava().eval()
+    images = [[retain[0]["image"]], [retain[1]["image"], retain[2]["image"]]]
+    got = answer_targets(model, get_adapter(model), tok, forget[:2], images)
+    # reference: one unpadded forward per (item, image); the logits before the first answer token
+    for row, it, imgs in zip(got, forget[:2], images):
+        probs = [torch.softmax(_image_logits(model, tok, {**it, "image": im})[0, -1].float(), -1) for im in imgs]
+        torch.testing.assert_close(row, torch.stack(probs).mean(0), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(got.sum(-1), torch.ones(2))
+
+
+def test_the_stand_in_target_asks_each_forget_question_about_vkds_stand_in(monkeypatch):
+    import vkd_fast.methods.vkd_robust as R
+
+    tok = T.tiny_tokenizer()
+    forget, retain = _items()
+    # two images per forget person, so that "one stand-in per person" is checked, not just assumed
+    forget = [{**it, "identity": i // 2} for i, it in enumerate(forget)]
+    seen = {}
+    real = R.train_gated_lock
+
+    def spy(*args, **kwargs):
+        seen["stand_ins"] = kwargs["stand_ins"]
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(R, "train_gated_lock", spy)
+    method = R.VKDRobust(LOCK)  # stand_in is the default
+    vf.unlearn(T.tiny_llava(), forget, retain, method=method, tokenizer=tok, config=vf.UnlearnConfig(**CONFIG))
+    nf = len(forget)
+    expected = [retain[k - nf]["image"] for k in method.target.target_keys]
+    assert seen["stand_ins"] == expected and all(k >= nf for k in method.target.target_keys)
+    # all images of one forget person are asked about the same retain person (VKD's stand-in), never a forget one
+    people = {}
+    for it, k in zip(forget, method.target.target_keys):
+        people.setdefault(it["identity"], set()).add(retain[k - nf]["identity"])
+    assert all(len(v) == 1 for v in people.values())
+    # the prior target passes no stand-ins
+    method = R.VKDRobust({**LOCK, "lock_forget_target": "prior"})
+    vf.unlearn(T.tiny_llava(), forget, retain, method=method, tokenizer=tok, config=vf.UnlearnConfig(**CONFIG))
+    assert seen["stand_ins"] is None
+
+
+def test_lock_forget_target_is_checked():
+    with pytest.raises(ValueError, match="lock_forget_target must be one of"):
+        VKDRobustOptions(lock_forget_target="stranger")
+    with pytest.raises(ValueError, match="forget_target 'retain_person'"):
+        VKDRobustOptions(lock_forget_target="stand_in", forget_target="retain_mean")
+    assert VKDRobustOptions().lock_forget_target == "stand_in"
+    assert VKDRobustOptions(lock_forget_target="prior", forget_target="retain_mean").forget_target == "retain_mean"

@@ -14,9 +14,12 @@ trains it against a persistent pool of simulated V + P attackers:
 * the lock's step, with the lock the only thing that trains: retain image questions answered as W
   alone answers them (KL over every answer token), through VKD's V + P and through the attacker's
   (so the lock cannot pass by breaking whenever V + P moves); forget image questions answered like
-  a stranger's -- the first answer token's distribution that W alone, with the vanilla V + P, gives
-  for the same question about retain people's images (the mean over ``prior_images`` of them) --
-  through VKD's, the attacker's and the vanilla V + P.
+  someone else's -- the first answer token's distribution that W alone, with the vanilla V + P,
+  gives for the same question about other people's images -- through VKD's, the attacker's and the
+  vanilla V + P. Whose images, ``lock_forget_target``: ``"prior"``, retain images drawn per
+  question (the mean over ``prior_images`` of them: a hedged answer); ``"stand_in"``, the image of
+  the retain person VKD's ``retain_person`` target put in the forget person's place (a confident
+  answer, the same person for all of a forget person's images: what lock 1 already answers).
 
 The result is the VKD model with the lock installed (:func:`vkd_fast.adapters.find_gated_lock`
 finds it; a run folder keeps it in ``gated_lock/``). Saved apart: the model's own checkpoint is
@@ -45,6 +48,8 @@ from .inputs import check_qa
 from .vkd import VKD, VKDOptions
 
 LOCK_FOLDER = "gated_lock"
+#: the lock's forget targets (:class:`_LockFields`'s ``lock_forget_target``)
+LOCK_FORGET_TARGETS = ("prior", "stand_in")
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,14 @@ class _LockFields:
     attacker_steps: int = option(4, "fine-tuning steps an attacker takes between two of the lock's steps")
     attacker_lr: float = option(1e-3, "the attackers' learning rate (AdamW, answer cross-entropy)")
     attacker_reset: int = option(40, "an attacker goes back to its start after this many of its own steps")
-    prior_images: int = option(4, "retain images whose answers, averaged, are a forget question's stranger answer")
+    lock_forget_target: str = option("stand_in", "what the lock answers a forget image's question with: 'stand_in' "
+                                                  "(the answer about the retain person VKD's forget_target "
+                                                  "'retain_person' put in the forget person's place) or 'prior' (the "
+                                                  "mean answer over prior_images retain images: a hedged answer, "
+                                                  "which membership inference tells from a stranger's; measured: "
+                                                  "docs/robustness.md)")
+    prior_images: int = option(4, "retain images whose answers, averaged, are a forget question's stranger answer "
+                                  "(lock_forget_target 'prior')")
     lambda_lock_retain: float = option(4.0, "weight of the lock's retain term (answers as W alone gives them; 1.0 "
                                              "cost the retain images far more accuracy than 4.0; measured: "
                                              "docs/robustness.md)")
@@ -84,6 +96,13 @@ class VKDRobustOptions(VKDOptions, _LockFields):
         for name in ("lambda_lock_retain", "lambda_lock_forget"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.lock_forget_target not in LOCK_FORGET_TARGETS:
+            raise ValueError(f"lock_forget_target must be one of {LOCK_FORGET_TARGETS}, "
+                             f"got {self.lock_forget_target!r}")
+        if self.lock_forget_target == "stand_in" and self.forget_target != "retain_person":
+            raise ValueError("lock_forget_target 'stand_in' (the default) asks the forget questions about VKD's "
+                             f"stand-ins, which forget_target 'retain_person' draws; with forget_target "
+                             f"{self.forget_target!r} set lock_forget_target='prior'")
         names = self.lock_target_names
         if not names or len(set(names)) != len(names) or not all(n.isidentifier() for n in names):
             raise ValueError(f"lock_targets must be comma-separated distinct module names, got {self.lock_targets!r}")
@@ -127,8 +146,13 @@ class VKDRobust(VKD):
 
     def after_steps(self) -> None:
         forget, retain = self.items
+        stand_ins = None
+        if self.options.lock_forget_target == "stand_in":  # VKD's stand-in image for each forget item
+            nf = len(forget)
+            stand_ins = [retain[k - nf]["image"] for k in self.target.target_keys]
         self.lock, self.lock_stats = train_gated_lock(self.model, self.adapter, self.tokenizer, forget, retain,
-                                                      self._vanilla_vp, self.options, seed=self.seed)
+                                                      self._vanilla_vp, self.options, seed=self.seed,
+                                                      stand_ins=stand_ins)
         if self._run_dir is not None:
             self.lock.save(self._run_dir / LOCK_FOLDER)
 
@@ -142,11 +166,32 @@ def _first_answer_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return logits[torch.arange(logits.shape[0], device=logits.device), first - 1].float()
 
 
+@torch.no_grad()
+def answer_targets(model, adapter, tokenizer, items: list[dict], images: list[list]) -> torch.Tensor:
+    """[len(items), vocab]: per item, the distribution of its first answer token when ``model`` is asked
+    the item's question about each image of ``images[i]`` (the distributions averaged over them): the
+    lock's forget targets, computed with W alone and the vanilla V + P."""
+    device = next(model.parameters()).device
+    pad = pad_id(tokenizer)
+    out = []
+    for it, imgs in zip(items, images, strict=True):
+        asked = [{"image": im, "question": it["question"], "answer": it["answer"]} for im in imgs]
+        inputs, labels = collate_qa(adapter, encode_qa(adapter, tokenizer, asked, "targets"), pad)
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        logits = model(**inputs).logits
+        out.append(torch.softmax(_first_answer_logits(logits, labels.to(device)), -1).mean(0))
+    return torch.stack(out)
+
+
 def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list[dict], vanilla_vp: dict,
-                     o: VKDRobustOptions, *, seed: int = 0):
+                     o: VKDRobustOptions, *, seed: int = 0, stand_ins: list | None = None):
     """Install the gated lock on ``model`` (VKD's V + P in place) and train it (module docstring).
-    ``vanilla_vp``: V + P's tensors before unlearning, by parameter name. Returns (lock, statistics);
-    V + P are VKD's again afterwards and nothing but the lock has changed."""
+    ``vanilla_vp``: V + P's tensors before unlearning, by parameter name. ``stand_ins``: one image per
+    forget item whose answer (W alone, the vanilla V + P, the item's question) is that item's forget
+    target; None: the mean answer over ``o.prior_images`` retain images drawn per item. Returns (lock,
+    statistics); V + P are VKD's again afterwards and nothing but the lock has changed."""
+    if stand_ins is not None and len(stand_ins) != len(forget):
+        raise ValueError(f"stand_ins must give one image per forget item ({len(forget)}), got {len(stand_ins)}")
     t0 = time.perf_counter()
     named = dict(model.named_parameters())
     names = sorted(vanilla_vp)
@@ -179,17 +224,13 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
         pool = list(range(n_items)) if among is None else among
         return [pool[i] for i in torch.randint(len(pool), (k,), generator=gen).tolist()]
 
-    # the stranger answer of every forget question: W alone, the vanilla V + P, the question asked about
-    # prior_images retain people's images; the first answer token's distribution, averaged
+    # the target answer of every forget question: W alone, the vanilla V + P, the question asked about
+    # the item's stand-in image, or about prior_images retain people's images (averaged)
+    images = [[stand_ins[i]] if stand_ins is not None
+              else [retain[r]["image"] for r in draw(len(retain), o.prior_images)] for i in range(len(forget))]
     load(vanilla_state)
-    prior = []
-    with torch.no_grad(), lock.disabled():
-        for it in forget:
-            rows = draw(len(retain), o.prior_images)
-            asked = [{"image": retain[r]["image"], "question": it["question"], "answer": it["answer"]} for r in rows]
-            logits, labels = forward(encode_qa(adapter, tokenizer, asked, "prior"), range(len(asked)))
-            prior.append(torch.softmax(_first_answer_logits(logits, labels), -1).mean(0))
-    prior = torch.stack(prior)
+    with lock.disabled():
+        prior = answer_targets(model, adapter, tokenizer, forget, images)
 
     kinds = sorted({question_kind(it) for it in forget}, key=str)
     by_kind = {k: [i for i, it in enumerate(forget) if question_kind(it) == k] for k in kinds}
@@ -270,4 +311,4 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
     return lock, stats
 
 
-__all__ = ["LOCK_FOLDER", "VKDRobust", "VKDRobustOptions", "train_gated_lock"]
+__all__ = ["LOCK_FOLDER", "LOCK_FORGET_TARGETS", "answer_targets", "VKDRobust", "VKDRobustOptions", "train_gated_lock"]
