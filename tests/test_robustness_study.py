@@ -1,10 +1,13 @@
 """The robustness study's paired statistics (benchmarks/robustness_study.py paired_statistics) on
-hand-made cells, against the formulas recomputed here."""
+hand-made cells, against the formulas recomputed here; which kept cells it reuses; and the lock
+diagnostics' items (benchmarks/lock_diagnostics.py)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import robustness_study as R  # noqa: E402
@@ -68,3 +71,28 @@ def test_a_kept_cell_is_reused_only_while_its_variant_runs_with_the_same_options
     # cells from before the record: the variant's options as written must still match
     assert R.cell_is_current({"options": "{}"}, "vkd_robust")
     assert not R.cell_is_current({"options": "{}"}, "vkd_robust prior")
+
+
+def test_lock_diagnostics_pairs_named_questions_with_the_portraits_it_says():
+    import lock_diagnostics as L
+
+    from vkd_fast.data import ToyWorld, ToyWorldConfig
+
+    world = ToyWorld(ToyWorldConfig(seed=0))
+    f, r = world.forget_ids, world.retain_ids
+    own = L.named_with_image(world, f, "own")
+    other = L.named_with_image(world, r, "other")
+    names = {world.identities[i].name: i for i in range(len(world.identities))}
+    for it in own:  # the named person's own first training portrait
+        assert names[next(n for n in names if n in it["question"])] == it["identity"]
+        assert it["image"].tobytes() == world.image(it["identity"], 0).tobytes()
+    for it in other:  # the next retain person's portrait
+        nxt = r[(r.index(it["identity"]) + 1) % len(r)]
+        assert it["image"].tobytes() == world.image(nxt, 0).tobytes() and nxt != it["identity"]
+    forget_other = L.named_with_image(world, f, "other")
+    assert all(world.image(r[f.index(it["identity"]) % len(r)], 0).tobytes() == it["image"].tobytes()
+               for it in forget_other)
+    assert L.parse_runs('vkd; vkd_robust {"lock_forget_target": "prior"}') == [
+        ("vkd", {}), ("vkd_robust", {"lock_forget_target": "prior"})]
+    with pytest.raises(ValueError, match="whose"):
+        L.named_with_image(world, f, "someone")

@@ -27,7 +27,7 @@ VKD's V + P and the untouched W (``lock.remove()`` first), the lock a small adap
 (``GatedLock.save`` / ``load_gated_lock``). Threat model: an attacker who drops the lock has VKD's
 model back; an attacker who fine-tunes W (the ``llm`` relearning mode) trains the lock with it.
 
-Limits (measured figures: docs/robustness.md): the stranger target covers the first answer token;
+Limits (measured figures: docs/robustness.md): the forget target covers the first answer token;
 name questions asked with an image present are not trained to stay as W answers them; single
 process only (the attackers' forwards would bypass DDP).
 """
@@ -73,12 +73,12 @@ class _LockFields:
                                                   "mean answer over prior_images retain images: a hedged answer, "
                                                   "which membership inference tells from a stranger's; measured: "
                                                   "docs/robustness.md)")
-    prior_images: int = option(4, "retain images whose answers, averaged, are a forget question's stranger answer "
+    prior_images: int = option(4, "retain images whose answers, averaged, are a forget question's target answer "
                                   "(lock_forget_target 'prior')")
     lambda_lock_retain: float = option(4.0, "weight of the lock's retain term (answers as W alone gives them; 1.0 "
                                              "cost the retain images far more accuracy than 4.0; measured: "
                                              "docs/robustness.md)")
-    lambda_lock_forget: float = option(1.0, "weight of the lock's forget term (answers like a stranger's)")
+    lambda_lock_forget: float = option(1.0, "weight of the lock's forget term (answers as lock_forget_target says)")
 
 
 @dataclass(frozen=True)
