@@ -148,8 +148,8 @@ class VKDRobust(VKD):
         forget, retain = self.items
         stand_ins = None
         if self.options.lock_forget_target == "stand_in":  # VKD's stand-in image for each forget item
-            nf = len(forget)
-            stand_ins = [retain[k - nf]["image"] for k in self.target.target_keys]
+            retain_of = {k: j for j, k in enumerate(self.r_keys)}  # teacher-cache key -> retain item
+            stand_ins = [retain[retain_of[k]]["image"] for k in self.target.target_keys]
         self.lock, self.lock_stats = train_gated_lock(self.model, self.adapter, self.tokenizer, forget, retain,
                                                       self._vanilla_vp, self.options, seed=self.seed,
                                                       stand_ins=stand_ins)
