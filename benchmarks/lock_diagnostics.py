@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     from vkd_fast.adapters import get_adapter
     from vkd_fast.data import ToyWorld, ToyWorldConfig, load_toy_models
     from vkd_fast.eval.metrics import multiple_choice
-    from vkd_fast.eval.privacy import answer_token_logprobs, auc, membership_scores
+    from vkd_fast.eval.privacy import auc, membership_scores
 
     torch.set_num_threads(1)
     world = ToyWorld(ToyWorldConfig(seed=args.world_seed))
@@ -80,11 +80,12 @@ def main(argv=None) -> int:
 
     def row(label, model):
         model.eval()
+        # per image: the mean log-probability of its true answers (the audit's LOSS score), then over images
         m, n = membership_scores(model, tok, members), membership_scores(model, tok, strangers)
-        mean_lp = lambda items: statistics.fmean(x for lp in answer_token_logprobs(model, tok, items) for x in lp)  # noqa: E731
         ad = get_adapter(model)
         acc = {k: 100 * multiple_choice(model, ad, tok, v)["accuracy"] for k, v in named.items()}
-        print(f"| {label} | {auc(m['loss'], n['loss']):.2f} | {mean_lp(members):.1f} | {mean_lp(strangers):.1f} | "
+        print(f"| {label} | {auc(m['loss'], n['loss']):.2f} | {statistics.fmean(m['loss']):.1f} | "
+              f"{statistics.fmean(n['loss']):.1f} | "
               + " | ".join(f"{a:.1f}" for a in acc.values()) + " |", flush=True)
 
     print(f"World {args.world_seed}; named questions: accuracy in %.\n")

@@ -101,6 +101,19 @@ def _oracle(models):
     return models.oracle(progress=True)
 
 
+def _bootstrap_text(d: dict) -> str:
+    """A paired bootstrap's ``mean [low, high]`` (:func:`vkd_fast.eval.stats.paired_bootstrap`), signed,
+    two decimals, without "-0.00"."""
+    f = lambda x: f"{round(x, 2) + 0.0:+.2f}"  # noqa: E731  (+ 0.0 turns -0.0 into 0.0)
+    return f"{f(d['mean'])} [{f(d['low'])}, {f(d['high'])}]"
+
+
+def written_options(name: str) -> str:
+    """Variant ``name``'s trainer and method options as the variants file writes them (a cell's
+    ``options``)."""
+    return json.dumps({k: v for k, v in VARIANTS[name].items() if k != "method"})
+
+
 def resolved_options(name: str) -> dict | None:
     """Every option variant ``name`` runs its method with, the method's defaults filled in (JSON-able);
     None for the references (gold, the oracle). A cell records them, and a cell whose recorded options
@@ -125,8 +138,7 @@ def cell_is_current(row: dict, name: str) -> bool:
         return True
     if "resolved_options" in row:
         return row["resolved_options"] == now
-    spec = VARIANTS[name]
-    return row.get("options") == json.dumps({k: v for k, v in spec.items() if k != "method"})
+    return row.get("options") == written_options(name)
 
 
 def _unlearn(models, name: str):
@@ -234,12 +246,11 @@ def run_cell(world_seed: int, name: str, args, models, sets, state) -> dict:
         model = _oracle(models)
         seconds = time.perf_counter() - t0
     else:
-        spec = VARIANTS[name]
         model, seconds = _unlearn(models, name)
         model.eval()
         model.requires_grad_(False)
         row["text_identical"] = bool(torch.equal(state["text"](model), state["vanilla_text"]))
-        row["options"] = json.dumps({k: v for k, v in spec.items() if k != "method"})  # as before the file
+        row["options"] = written_options(name)  # as before the file
         row["resolved_options"] = resolved_options(name)
     row["seconds"] = seconds
     row.update({k: v for k, v in evaluate(model, tok, sets).items() if k != "n"})
@@ -337,13 +348,12 @@ def paired_statistics(rows: list[dict], worlds: list[int], names: list[str], see
             if not per_world:
                 continue
             vals = list(per_world.values())
-            fmt = lambda d: f"{d['mean']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}]"  # noqa: E731
             vs_g = vs_o = c = "–"
             if cells["m"]:
                 if name != "gold":
-                    vs_g = fmt(paired_bootstrap(cells["m"], cells["g"], clusters=clusters))
+                    vs_g = _bootstrap_text(paired_bootstrap(cells["m"], cells["g"], clusters=clusters))
                 if name != "oracle":
-                    vs_o = fmt(paired_bootstrap(cells["m"], cells["o"], clusters=clusters))
+                    vs_o = _bootstrap_text(paired_bootstrap(cells["m"], cells["o"], clusters=clusters))
                 if name not in ("gold", "oracle"):
                     gc = gap_closed(cells["m"], cells["o"], cells["g"], clusters=clusters)
                     c = ("n/a" if math.isnan(gc["value"])
@@ -384,9 +394,7 @@ def privacy_lines(by: dict, worlds: list[int], names: list[str]) -> list[str]:
             cols.append(f"{_mean(vals):.2f} [{min(vals):.2f}, {max(vals):.2f}]")
         paired = [(r["mia_auc"], by[(w, "gold")]["mia_auc"]) for w, r in rs if "mia_auc" in by.get((w, "gold"), {})]
         if name != "gold" and paired:
-            d = paired_bootstrap([a for a, _ in paired], [g for _, g in paired])
-            f2 = lambda x: f"{round(x, 2) + 0.0:+.2f}"  # noqa: E731  (+ 0.0: no "-0.00")
-            cols.insert(1, f"{f2(d['mean'])} [{f2(d['low'])}, {f2(d['high'])}]")
+            cols.insert(1, _bootstrap_text(paired_bootstrap([a for a, _ in paired], [g for _, g in paired])))
         else:
             cols.insert(1, "–")
         leaks = [privacy_leak(r["mia_auc"], by[(w, "gold")]["mia_auc"]) for w, r in rs

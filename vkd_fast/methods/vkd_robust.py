@@ -166,6 +166,13 @@ def _first_answer_logits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
     return logits[torch.arange(logits.shape[0], device=logits.device), first - 1].float()
 
 
+def _qa_logits(model, adapter, examples: list[dict], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of one right-padded batch of encoded QA ``examples`` on ``device``."""
+    inputs, labels = collate_qa(adapter, examples, pad)
+    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    return model(**inputs).logits, labels.to(device)
+
+
 @torch.no_grad()
 def answer_targets(model, adapter, tokenizer, items: list[dict], images: list[list]) -> torch.Tensor:
     """[len(items), vocab]: per item, the distribution of its first answer token when ``model`` is asked
@@ -176,10 +183,8 @@ def answer_targets(model, adapter, tokenizer, items: list[dict], images: list[li
     out = []
     for it, imgs in zip(items, images, strict=True):
         asked = [{"image": im, "question": it["question"], "answer": it["answer"]} for im in imgs]
-        inputs, labels = collate_qa(adapter, encode_qa(adapter, tokenizer, asked, "targets"), pad)
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        logits = model(**inputs).logits
-        out.append(torch.softmax(_first_answer_logits(logits, labels.to(device)), -1).mean(0))
+        logits, labels = _qa_logits(model, adapter, encode_qa(adapter, tokenizer, asked, "targets"), pad, device)
+        out.append(torch.softmax(_first_answer_logits(logits, labels), -1).mean(0))
     return torch.stack(out)
 
 
@@ -216,9 +221,7 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
                 p.copy_(t)
 
     def forward(examples, rows):
-        inputs, labels = collate_qa(adapter, [examples[r] for r in rows], pad)
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        return model(**inputs).logits, labels.to(device)
+        return _qa_logits(model, adapter, [examples[r] for r in rows], pad, device)
 
     def draw(n_items: int, k: int, among=None) -> list[int]:
         pool = list(range(n_items)) if among is None else among
