@@ -173,6 +173,15 @@ class GatedLock:
         self.modules = {}
 
 
+def _checkpointing(model) -> bool:
+    """Whether gradient checkpointing is on (transformers 5 calls it ``is_activation_checkpointing`` and
+    warns on the older ``is_gradient_checkpointing``, which 4.x has alone)."""
+    for attr in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+        if hasattr(type(model), attr):
+            return bool(getattr(model, attr))
+    return False
+
+
 class _OpenGate:
     """The forward pre-hook: the gate of this call from its ``input_ids``. An object holding the state
     (not a closure), so that ``copy.deepcopy`` of a locked model (the relearning attack's copy) copies
@@ -183,9 +192,10 @@ class _OpenGate:
         self.lock: GatedLock | None = None  # set by install_gated_lock (find_gated_lock reads it)
 
     def __call__(self, module, args, kwargs):
-        if module.training and getattr(module, "is_gradient_checkpointing", False):
+        if module.training and _checkpointing(module):
             raise RuntimeError("the gated lock does not work with gradient checkpointing (the recomputed forward "
-                               "would run with the gate closed): call model.gradient_checkpointing_disable()")
+                               "would run with the gate closed): turn it off (transformers 5: "
+                               "model.activation_checkpointing_disable(); 4.x: model.gradient_checkpointing_disable())")
         self.state.update(kwargs.get("input_ids", args[0] if args else None), _continuing(kwargs))
 
 
