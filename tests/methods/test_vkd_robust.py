@@ -201,3 +201,97 @@ def test_lock_forget_target_is_checked():
         VKDRobustOptions(lock_forget_target="stand_in", forget_target="retain_mean")
     assert VKDRobustOptions().lock_forget_target == "stand_in"
     assert VKDRobustOptions(lock_forget_target="prior", forget_target="retain_mean").forget_target == "retain_mean"
+
+
+def _forwards_during_the_lock(monkeypatch, options):
+    """Run vkd_robust on the tiny model; per forward of the lock's phase: (W moved from the model's own,
+    W training, the lock training). Returns (those records, the model, VKD's model)."""
+    import vkd_fast.methods.vkd_robust as R
+
+    tok = T.tiny_tokenizer()
+    forget, retain = _items()
+    seen = []
+    real = R.install_gated_lock
+
+    def spy(model, **kwargs):
+        lock = real(model, **kwargs)
+        w = get_adapter(model).language_model.layers[0].mlp.gate_proj.weight  # a weight of W the lock does not wrap
+        own = w.detach().clone()
+        model.register_forward_pre_hook(lambda *_: seen.append(
+            (not torch.equal(w, own), w.requires_grad, lock.parameters()[0].requires_grad)))
+        return lock
+
+    monkeypatch.setattr(R, "install_gated_lock", spy)
+    model, plain = T.tiny_llava(), T.tiny_llava()
+    vf.unlearn(plain, forget, retain, method="vkd", config=vf.UnlearnConfig(**CONFIG), tokenizer=tok)
+    vf.unlearn(model, forget, retain, method="vkd_robust", options=options, tokenizer=tok,
+               config=vf.UnlearnConfig(**CONFIG))
+    return set(seen), model, plain
+
+
+def test_llm_attackers_fine_tune_w_and_the_lock_is_trained_at_the_weights_they_reach(monkeypatch):
+    options = {**LOCK, "attackers": 1, "llm_attackers": 1, "lock_steps": 4, "attacker_reset": 4}
+    seen, model, plain = _forwards_during_the_lock(monkeypatch, options)
+    # the llm attacker's turn: W moved and training, the lock with it (it is part of W); the lock's turn
+    # under it: W moved (the attacker's weights), only the lock training; the lock's other terms at W itself
+    assert (True, True, True) in seen and (True, False, True) in seen and (False, False, True) in seen
+    # W is back bit for bit afterwards: everything but the lock is VKD's run
+    robust_params = dict(model.named_parameters())
+    for name, p in plain.named_parameters():
+        q = robust_params.get(name, robust_params.get(name.replace(".weight", ".base.weight")
+                                                      .replace(".bias", ".base.bias")))
+        assert q is not None and torch.equal(p, q), name
+    assert find_gated_lock(model) is not None
+    # without llm attackers W never moves while the lock trains
+    seen, _, _ = _forwards_during_the_lock(monkeypatch, {**LOCK, "attackers": 1, "lock_steps": 4})
+    assert not any(moved for moved, _, _ in seen) and (False, False, True) in seen
+
+
+def test_llm_attackers_is_checked():
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="llm_attackers"):
+            VKDRobustOptions(llm_attackers=bad)
+    assert VKDRobustOptions().llm_attackers == 0
+
+
+def test_the_name_term_asks_each_name_question_next_to_retain_images_and_is_off_at_weight_zero(monkeypatch):
+    import vkd_fast.methods.vkd_robust as R
+
+    tok = T.tiny_tokenizer()
+    forget, retain = _items()
+    forget = [{**it, "name_question": "what is the job of baker ?"} for it in forget]
+    retain = [{**it, "name_question": "what is the job of pilot ?"} for it in retain]
+    asked = {}
+    real = R.encode_qa
+
+    def spy(adapter, tokenizer, items, what):
+        asked.setdefault(what, items)
+        return real(adapter, tokenizer, items, what)
+
+    monkeypatch.setattr(R, "encode_qa", spy)
+    model = T.tiny_llava()
+    result = vf.unlearn(model, forget, retain, method="vkd_robust", options={**LOCK, "lambda_lock_names": 1.0},
+                        tokenizer=tok, config=vf.UnlearnConfig(**CONFIG))
+    named = asked["name questions"]
+    retain_images = [it["image"] for it in retain]
+    # every item's name question next to a retain person's image, and each retain person's also next to their own
+    assert len(named) == len(forget) + 2 * len(retain) == result.method_stats["lock"]["name_questions"]
+    assert all(any(n["image"] is im for im in retain_images) for n in named)
+    assert [n["question"] for n in named] == [it["name_question"] for it in forget + retain + retain]
+    assert [n["image"] for n in named[-len(retain):]] == retain_images
+    assert all(n["answer"] == it["answer"] for n, it in zip(named, forget + retain + retain))
+    assert result.method_stats["lock"]["first"]["names"] == 0.0  # the lock starts as the identity
+    # weight 0 (the default): no name questions, and the lock is the one trained on items without them
+    asked.clear()
+    plain, bare = T.tiny_llava(), T.tiny_llava()
+    vf.unlearn(plain, forget, retain, method="vkd_robust", options=LOCK, tokenizer=tok,
+               config=vf.UnlearnConfig(**CONFIG))
+    assert "name questions" not in asked
+    vf.unlearn(bare, [{k: v for k, v in it.items() if k != "name_question"} for it in forget],
+               [{k: v for k, v in it.items() if k != "name_question"} for it in retain], method="vkd_robust",
+               options=LOCK, tokenizer=tok, config=vf.UnlearnConfig(**CONFIG))
+    a, b = find_gated_lock(plain).state_dict(), find_gated_lock(bare).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="'name_question' must be a non-empty string"):
+        vf.unlearn(T.tiny_llava(), [{**forget[0], "name_question": " "}] + forget[1:], retain, method="vkd_robust",
+                   options=LOCK, tokenizer=tok, config=vf.UnlearnConfig(**CONFIG))

@@ -19,7 +19,13 @@ trains it against a persistent pool of simulated V + P attackers:
   vanilla V + P. Whose images, ``lock_forget_target``: ``"prior"``, retain images drawn per
   question (the mean over ``prior_images`` of them: a hedged answer); ``"stand_in"``, the image of
   the retain person VKD's ``retain_person`` target put in the forget person's place (a confident
-  answer, the same person for all of a forget person's images: what lock 1 already answers).
+  answer, the same person for all of a forget person's images: what lock 1 already answers);
+* with ``llm_attackers`` > 0, llm attackers join the pool: each fine-tunes W and the lock (the
+  ``llm`` relearning mode's trainable set, VKD's V + P) on forget facts, keeping its change to them
+  between its turns, and in the lock's turn under it the forget term is taken at the weights it
+  reached -- that gradient then updates the lock itself (a first-order step, as in meta-learned
+  tamper resistance); W is put back bit for bit after every such turn. Memory: one W-size copy of W
+  plus one per llm attacker.
 
 The result is the VKD model with the lock installed (:func:`vkd_fast.adapters.find_gated_lock`
 finds it; a run folder keeps it in ``gated_lock/``). Saved apart: the model's own checkpoint is
@@ -64,6 +70,10 @@ class _LockFields:
     lock_batch: int = option(8, "questions per side in one of the lock's steps")
     attackers: int = option(3, "simulated V + P attackers in the pool (the first starts from VKD's V + P, the last "
                                "from the vanilla's)")
+    llm_attackers: int = option(0, "simulated llm attackers added to the pool: each fine-tunes W and the lock "
+                                   "(VKD's V + P), and the lock's forget term is also taken at the weights it "
+                                   "reaches (first order: that gradient updates the lock itself); memory: a copy "
+                                   "of W, plus one per llm attacker")
     attacker_steps: int = option(4, "fine-tuning steps an attacker takes between two of the lock's steps")
     attacker_lr: float = option(1e-3, "the attackers' learning rate (AdamW, answer cross-entropy)")
     attacker_reset: int = option(40, "an attacker goes back to its start after this many of its own steps")
@@ -79,6 +89,9 @@ class _LockFields:
                                              "cost the retain images far more accuracy than 4.0; measured: "
                                              "docs/robustness.md)")
     lambda_lock_forget: float = option(1.0, "weight of the lock's forget term (answers as lock_forget_target says)")
+    lambda_lock_names: float = option(0.0, "weight of the lock's name term: items' 'name_question' (the question "
+                                            "asked by the person's name) asked next to a retain person's image "
+                                            "answered as W alone answers them; off when no item has one")
 
 
 @dataclass(frozen=True)
@@ -93,7 +106,9 @@ class VKDRobustOptions(VKDOptions, _LockFields):
         for name in ("lock_alpha", "lock_lr", "attacker_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("lambda_lock_retain", "lambda_lock_forget"):
+        if isinstance(self.llm_attackers, bool) or not isinstance(self.llm_attackers, int) or self.llm_attackers < 0:
+            raise ValueError(f"llm_attackers must be an integer >= 0, got {self.llm_attackers!r}")
+        for name in ("lambda_lock_retain", "lambda_lock_forget", "lambda_lock_names"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.lock_forget_target not in LOCK_FORGET_TARGETS:
@@ -133,6 +148,12 @@ class VKDRobust(VKD):
                              "DDP's gradient averaging)")
         check_qa("forget", forget)
         check_qa("retain", retain)
+        for name, items in (("forget", forget), ("retain", retain)):
+            bad = [i for i, it in enumerate(items) if "name_question" in it
+                   and not (isinstance(it["name_question"], str) and it["name_question"].strip())]
+            if bad:
+                raise ValueError(f"{name} items {bad[:5]}: 'name_question' must be a non-empty string (the item's "
+                                 "question asked by the person's name), or left out")
         super().check(forget, retain, tokenizer, world_size)
 
     def setup(self, ctx) -> None:
@@ -234,36 +255,76 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
     load(vanilla_state)
     with lock.disabled():
         prior = answer_targets(model, adapter, tokenizer, forget, images)
+    # the name questions (items' "name_question"), each asked next to a retain person's image drawn for
+    # it, and a retain person's also next to their own: the lock keeps W's answers to them
+    # (lambda_lock_names 0: no draws, the lock as before the term existed)
+    asked_f, asked_r = ([[it for it in items if it.get("name_question")] for items in (forget, retain)]
+                        if o.lambda_lock_names > 0 else ([], []))
+    named = [{"image": retain[r]["image"], "question": it["name_question"], "answer": it["answer"]}
+             for it in asked_f + asked_r for r in draw(len(retain), 1)]
+    named += [{"image": it["image"], "question": it["name_question"], "answer": it["answer"]} for it in asked_r]
+    n_ex = encode_qa(adapter, tokenizer, named, "name questions") if named else []
 
     kinds = sorted({question_kind(it) for it in forget}, key=str)
     by_kind = {k: [i for i, it in enumerate(forget) if question_kind(it) == k] for k in kinds}
 
-    def fresh(start):
+    def fresh(start):  # start: V + P's tensors (a V + P attacker), or None (an llm attacker: W's change 0)
         chosen = torch.randperm(len(kinds), generator=gen)[: max(1, len(kinds) // 2)].tolist()
-        return {"start": start, "state": [t.clone() for t in start], "age": 0,
+        return {"start": start, "state": None if start is None else [t.clone() for t in start], "age": 0,
                 "rows": sorted(r for c in chosen for r in by_kind[kinds[c]])}
 
-    starts = [vkd_state] * max(1, o.attackers - 1) + [vanilla_state] * (o.attackers > 1)
+    starts = [vkd_state] * max(1, o.attackers - 1) + [vanilla_state] * (o.attackers > 1) + [None] * o.llm_attackers
     pool = [fresh(s) for s in starts]
+    # an llm attacker's state is its change to W's parameters and the lock's (W + its head, in
+    # trainable_names' order), applied on top of W and of the lock as it is at that moment
+    llm_named = dict(model.named_parameters())
+    llm_params = [llm_named[n] for n in adapter.trainable_names("language_model")] if o.llm_attackers else []
+    lock_ids = {id(p) for p in lock.parameters()}
+    w_params = [p for p in llm_params if id(p) not in lock_ids]
+    w_saved = [p.detach().clone() for p in w_params]  # W itself, put back bit for bit after every shift
+
+    def shift(delta) -> list[torch.Tensor]:
+        """W and the lock moved by an llm attacker's change; returns the lock's tensors before it."""
+        before = [p.detach().clone() for p in lock.parameters()]
+        if delta is not None:
+            with torch.no_grad():
+                for p, d in zip(llm_params, delta):
+                    p.add_(d)
+        return before
+
+    def unshift(lock_before) -> None:
+        with torch.no_grad():
+            for p, t in zip(w_params, w_saved):
+                p.copy_(t)
+            for p, t in zip(lock.parameters(), lock_before):
+                p.copy_(t)
     optimizer = torch.optim.AdamW(lock.parameters(), lr=o.lock_lr, weight_decay=0.0)
     history = []
     try:
         for step in range(o.lock_steps):
             attacker = pool[step % len(pool)]
-            # the attacker's turn: V + P train on forget facts through W and the (frozen) lock
-            load(attacker["state"])
-            for p in vp:
+            llm_attacker = attacker["start"] is None
+            # the attacker's turn: V + P (or W and the lock) train on forget facts
+            load(vkd_state if llm_attacker else attacker["state"])
+            lock_before = shift(attacker["state"]) if llm_attacker else None
+            trained = llm_params if llm_attacker else vp
+            for p in trained:
                 p.requires_grad_(True)
-            attack_opt = torch.optim.AdamW(vp, lr=o.attacker_lr, weight_decay=0.0)
+            attack_opt = torch.optim.AdamW(trained, lr=o.attacker_lr, weight_decay=0.0)
             for _ in range(o.attacker_steps):
                 logits, labels = forward(f_ex, draw(len(f_ex), o.lock_batch, attacker["rows"]))
                 attack_opt.zero_grad(set_to_none=True)
                 answer_ce(*answer_logprobs(logits, labels)).backward()
                 attack_opt.step()
-            for p in vp:
+            for p in trained:
                 p.requires_grad_(False)
                 p.grad = None
-            attacker["state"] = [p.detach().clone() for p in vp]
+            if llm_attacker:  # its change from W and from the lock it started this turn from
+                base = {id(p): t for p, t in zip(w_params + lock.parameters(), w_saved + lock_before)}
+                attacker["state"] = [p.detach() - base[id(p)] for p in llm_params]
+                unshift(lock_before)
+            else:
+                attacker["state"] = [p.detach().clone() for p in vp]
             attacker["age"] += o.attacker_steps
             if attacker["age"] >= o.attacker_reset:
                 pool[step % len(pool)] = fresh(attacker["start"])
@@ -271,20 +332,28 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
             for p in lock.parameters():
                 p.requires_grad_(True)
             optimizer.zero_grad(set_to_none=True)
-            logged = {"retain": [], "forget": []}  # detached terms, read once training is over (no host sync)
-            for which, state in (("vkd", vkd_state), ("attacker", attacker["state"]), ("vanilla", vanilla_state)):
+            # detached terms, read once training is over (no host sync)
+            logged = {"retain": [], "names": [], "forget": []}
+            under = attacker["state"] if not llm_attacker else vkd_state
+            for which, state in (("vkd", vkd_state), ("attacker", under), ("vanilla", vanilla_state)):
                 load(state)
-                if which != "vanilla" and o.lambda_lock_retain > 0:
-                    rows = draw(len(r_ex), o.lock_batch)
+                # under an llm attacker's weights only the forget term, its gradient taken there
+                # and applied to the lock itself (first order); W and the lock are put back after
+                shifted = shift(attacker["state"]) if llm_attacker and which == "attacker" else None
+                kept = [("retain", r_ex, o.lambda_lock_retain), ("names", n_ex, o.lambda_lock_names)]
+                for term, examples, weight in kept if which != "vanilla" and shifted is None else ():
+                    if not examples or weight <= 0:
+                        continue
+                    rows = draw(len(examples), o.lock_batch)
                     with torch.no_grad(), lock.disabled():
-                        ref, labels = forward(r_ex, rows)
-                    cur, _ = forward(r_ex, rows)
+                        ref, labels = forward(examples, rows)
+                    cur, _ = forward(examples, rows)
                     mask = labels[:, 1:] != -100
                     ref_logp = torch.log_softmax(ref[:, :-1].float(), -1)[mask]
                     cur_logp = torch.log_softmax(cur[:, :-1].float(), -1)[mask]
                     kl = torch.sum(ref_logp.exp() * (ref_logp - cur_logp), -1).mean()
-                    (o.lambda_lock_retain * kl / 2).backward()
-                    logged["retain"].append(kl.detach())
+                    (weight * kl / 2).backward()
+                    logged[term].append(kl.detach())
                 if o.lambda_lock_forget > 0:
                     rows = draw(len(f_ex), o.lock_batch)
                     cur, labels = forward(f_ex, rows)
@@ -293,24 +362,31 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
                     kl = torch.sum(target * (torch.log(target.clamp_min(1e-12)) - logp), -1).mean()
                     (o.lambda_lock_forget * kl / 3).backward()
                     logged["forget"].append(kl.detach())
+                if shifted is not None:
+                    unshift(shifted)
             optimizer.step()
             for p in lock.parameters():
                 p.requires_grad_(False)
             history.append(logged)
     finally:
         load(vkd_state)
+        with torch.no_grad():  # W itself, whatever an llm attacker's turn was doing
+            for p, t in zip(w_params, w_saved):
+                p.copy_(t)
         for n, p in model.named_parameters():
             p.grad = None
             p.requires_grad_(grads.get(n, False))
         model.train(was_training)
     # each step's logged terms as they were summed: the retain KLs / 2, the forget KLs / 3
     history = [{"retain": sum((float(t) / 2 for t in h["retain"]), 0.0),
+                "names": sum((float(t) / 2 for t in h["names"]), 0.0),
                 "forget": sum((float(t) / 3 for t in h["forget"]), 0.0)} for h in history]
     tail = history[-max(1, len(history) // 10):]
     stats = {"steps": len(history), "seconds": time.perf_counter() - t0,
-             "parameters": sum(p.numel() for p in lock.parameters()),
+             "parameters": sum(p.numel() for p in lock.parameters()), "name_questions": len(n_ex),
              "first": history[0] if history else None,
-             "last_tenth": {k: sum(h[k] for h in tail) / len(tail) for k in ("retain", "forget")} if history else None}
+             "last_tenth": {k: sum(h[k] for h in tail) / len(tail) for k in ("retain", "names", "forget")}
+             if history else None}
     return lock, stats
 
 
