@@ -130,15 +130,27 @@ def resolved_options(name: str) -> dict | None:
                                   "options": to_dict(make_options(cls, dict(spec.get("options", {}))))}))
 
 
+#: options added to a method after cells were computed, and the value that does what the method did
+#: before (bit for bit): a kept cell that does not record the option stands only while its variant runs
+#: this value; an option missing here makes such a cell stale
+ADDED_OPTIONS = {"llm_attackers": 0, "lambda_lock_names": 0.0}
+
+
 def cell_is_current(row: dict, name: str) -> bool:
     """A kept cell still stands for variant ``name``: its recorded resolved options equal today's (cells
-    written before they recorded them: their variant's options as written must still match)."""
+    written before they recorded them: their variant's options as written must still match; an option
+    the cell does not record must be at its :data:`ADDED_OPTIONS` value)."""
     now = resolved_options(name)
     if now is None:
         return True
-    if "resolved_options" in row:
-        return row["resolved_options"] == now
-    return row.get("options") == written_options(name)
+    if "resolved_options" not in row:
+        return row.get("options") == written_options(name)
+    kept = row["resolved_options"]
+    if {k: v for k, v in kept.items() if k != "options"} != {k: v for k, v in now.items() if k != "options"}:
+        return False
+    added = set(now["options"]) - set(kept["options"])
+    return (all(k in ADDED_OPTIONS and now["options"][k] == ADDED_OPTIONS[k] for k in added)
+            and {k: v for k, v in now["options"].items() if k not in added} == kept["options"])
 
 
 def _unlearn(models, name: str):

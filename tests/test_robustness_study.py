@@ -68,6 +68,16 @@ def test_a_kept_cell_is_reused_only_while_its_variant_runs_with_the_same_options
     assert R.cell_is_current({"resolved_options": now}, "vkd_robust")
     stale = {**now, "options": {**now["options"], "lock_forget_target": "prior"}}
     assert not R.cell_is_current({"resolved_options": stale}, "vkd_robust")
+    # an option added to the method after the cell was computed: the cell stands while the variant runs the
+    # value that does what the method did before, and only for an option the study lists so
+    older = {**now, "options": {k: v for k, v in now["options"].items() if k != "llm_attackers"}}
+    assert R.cell_is_current({"resolved_options": older}, "vkd_robust")
+    monkeypatch.setattr(R, "ADDED_OPTIONS", {})
+    assert not R.cell_is_current({"resolved_options": older}, "vkd_robust")
+    monkeypatch.setattr(R, "ADDED_OPTIONS", {"llm_attackers": 0})
+    monkeypatch.setitem(R.VARIANTS, "vkd_robust llm1", {"method": "vkd_robust", "options": {"llm_attackers": 1}})
+    assert not R.cell_is_current({"resolved_options": older}, "vkd_robust llm1")
+    assert not R.cell_is_current({"resolved_options": {**older, "method": "vkd"}}, "vkd_robust")
     # cells from before the record: the variant's options as written must still match
     assert R.cell_is_current({"options": "{}"}, "vkd_robust")
     assert not R.cell_is_current({"options": "{}"}, "vkd_robust prior")

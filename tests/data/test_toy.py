@@ -45,6 +45,9 @@ def test_world_is_deterministic_and_well_formed():
                                   for it in text)
     train = a.unlearn_items([0])
     assert len(train) == 6 and {"image", "question", "answer"} <= set(train[0])
+    # the same question by name: the named person's text question about the item's attribute
+    assert all(it["name_question"] == next(t["question"] for t in text if t["identity"] == 0
+                                           and t["attribute"] == it["attribute"]) for it in train)
     assert ToyWorld(ToyWorldConfig(n_identities=8)).forget_ids.__len__() == 2  # at least 2
 
 

@@ -262,14 +262,17 @@ class ToyWorld:
 
     def unlearn_items(self, ids, attributes=None) -> list[dict]:
         """Training images with a question and answer each (the ``forget`` / ``retain`` arguments of
-        :func:`vkd_fast.unlearn`); one item per training image, cycling through the attributes."""
+        :func:`vkd_fast.unlearn`); one item per training image, cycling through the attributes. Each
+        also carries ``name_question``: the same question asked by the person's name (what
+        ``vkd_robust``'s name term asks next to a retain person's image; other methods ignore it)."""
         attributes = list(ATTRIBUTES) if attributes is None else list(attributes)
         out = []
         for i in self._check_ids(ids):
             for v in self._variants("train"):
                 a = attributes[v % len(attributes)]
                 out.append({"image": self.image(i, v), "question": IMAGE_QUESTION.format(attribute=a),
-                            "answer": self.identities[i].attributes[a], "identity": i, "attribute": a})
+                            "answer": self.identities[i].attributes[a], "identity": i, "attribute": a,
+                            "name_question": TEXT_QUESTION.format(attribute=a, name=self.identities[i].name)})
         return out
 
     @cached_property
