@@ -106,9 +106,7 @@ class VKDRobustOptions(VKDOptions, _LockFields):
         for name in ("lock_alpha", "lock_lr", "attacker_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if isinstance(self.llm_attackers, bool) or not isinstance(self.llm_attackers, int) or self.llm_attackers < 0:
-            raise ValueError(f"llm_attackers must be an integer >= 0, got {self.llm_attackers!r}")
-        for name in ("lambda_lock_retain", "lambda_lock_forget", "lambda_lock_names"):
+        for name in ("llm_attackers", "lambda_lock_retain", "lambda_lock_forget", "lambda_lock_names"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.lock_forget_target not in LOCK_FORGET_TARGETS:
@@ -229,17 +227,21 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
     model.eval()
     device = vp[0].device
     lock = install_gated_lock(model, rank=o.lock_rank, alpha=o.lock_alpha, targets=o.lock_target_names)
-    for p in lock.parameters():
+    lock_params = lock.parameters()
+    for p in lock_params:
         p.requires_grad_(False)
     pad = pad_id(tokenizer)
     f_ex = encode_qa(adapter, tokenizer, forget, "forget")
     r_ex = encode_qa(adapter, tokenizer, retain, "retain")
     gen = torch.Generator().manual_seed(seed)
 
-    def load(state) -> None:
+    def put_back(params, tensors) -> None:
         with torch.no_grad():
-            for p, t in zip(vp, state):
+            for p, t in zip(params, tensors):
                 p.copy_(t)
+
+    def load(state) -> None:  # V + P's tensors
+        put_back(vp, state)
 
     def forward(examples, rows):
         return _qa_logits(model, adapter, [examples[r] for r in rows], pad, device)
@@ -260,8 +262,8 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
     # (lambda_lock_names 0: no draws, the lock as before the term existed)
     asked_f, asked_r = ([[it for it in items if it.get("name_question")] for items in (forget, retain)]
                         if o.lambda_lock_names > 0 else ([], []))
-    named = [{"image": retain[r]["image"], "question": it["name_question"], "answer": it["answer"]}
-             for it in asked_f + asked_r for r in draw(len(retain), 1)]
+    named = [{"image": retain[draw(len(retain), 1)[0]]["image"], "question": it["name_question"],
+              "answer": it["answer"]} for it in asked_f + asked_r]
     named += [{"image": it["image"], "question": it["name_question"], "answer": it["answer"]} for it in asked_r]
     n_ex = encode_qa(adapter, tokenizer, named, "name questions") if named else []
 
@@ -279,13 +281,13 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
     # trainable_names' order), applied on top of W and of the lock as it is at that moment
     llm_named = dict(model.named_parameters())
     llm_params = [llm_named[n] for n in adapter.trainable_names("language_model")] if o.llm_attackers else []
-    lock_ids = {id(p) for p in lock.parameters()}
+    lock_ids = {id(p) for p in lock_params}
     w_params = [p for p in llm_params if id(p) not in lock_ids]
     w_saved = [p.detach().clone() for p in w_params]  # W itself, put back bit for bit after every shift
 
     def shift(delta) -> list[torch.Tensor]:
         """W and the lock moved by an llm attacker's change; returns the lock's tensors before it."""
-        before = [p.detach().clone() for p in lock.parameters()]
+        before = [p.detach().clone() for p in lock_params]
         if delta is not None:
             with torch.no_grad():
                 for p, d in zip(llm_params, delta):
@@ -293,12 +295,12 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
         return before
 
     def unshift(lock_before) -> None:
-        with torch.no_grad():
-            for p, t in zip(w_params, w_saved):
-                p.copy_(t)
-            for p, t in zip(lock.parameters(), lock_before):
-                p.copy_(t)
-    optimizer = torch.optim.AdamW(lock.parameters(), lr=o.lock_lr, weight_decay=0.0)
+        put_back(w_params, w_saved)
+        put_back(lock_params, lock_before)
+
+    # the terms that keep answers as W alone gives them: (name, encoded examples, weight)
+    kept = [("retain", r_ex, o.lambda_lock_retain), ("names", n_ex, o.lambda_lock_names)]
+    optimizer = torch.optim.AdamW(lock_params, lr=o.lock_lr, weight_decay=0.0)
     history = []
     try:
         for step in range(o.lock_steps):
@@ -320,7 +322,7 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
                 p.requires_grad_(False)
                 p.grad = None
             if llm_attacker:  # its change from W and from the lock it started this turn from
-                base = {id(p): t for p, t in zip(w_params + lock.parameters(), w_saved + lock_before)}
+                base = {id(p): t for p, t in zip(w_params + lock_params, w_saved + lock_before)}
                 attacker["state"] = [p.detach() - base[id(p)] for p in llm_params]
                 unshift(lock_before)
             else:
@@ -329,7 +331,7 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
             if attacker["age"] >= o.attacker_reset:
                 pool[step % len(pool)] = fresh(attacker["start"])
             # the lock's turn
-            for p in lock.parameters():
+            for p in lock_params:
                 p.requires_grad_(True)
             optimizer.zero_grad(set_to_none=True)
             # detached terms, read once training is over (no host sync)
@@ -340,7 +342,6 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
                 # under an llm attacker's weights only the forget term, its gradient taken there
                 # and applied to the lock itself (first order); W and the lock are put back after
                 shifted = shift(attacker["state"]) if llm_attacker and which == "attacker" else None
-                kept = [("retain", r_ex, o.lambda_lock_retain), ("names", n_ex, o.lambda_lock_names)]
                 for term, examples, weight in kept if which != "vanilla" and shifted is None else ():
                     if not examples or weight <= 0:
                         continue
@@ -365,14 +366,12 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
                 if shifted is not None:
                     unshift(shifted)
             optimizer.step()
-            for p in lock.parameters():
+            for p in lock_params:
                 p.requires_grad_(False)
             history.append(logged)
     finally:
         load(vkd_state)
-        with torch.no_grad():  # W itself, whatever an llm attacker's turn was doing
-            for p, t in zip(w_params, w_saved):
-                p.copy_(t)
+        put_back(w_params, w_saved)  # W itself, whatever an llm attacker's turn was doing
         for n, p in model.named_parameters():
             p.grad = None
             p.requires_grad_(grads.get(n, False))
@@ -383,7 +382,7 @@ def train_gated_lock(model, adapter, tokenizer, forget: list[dict], retain: list
                 "forget": sum((float(t) / 3 for t in h["forget"]), 0.0)} for h in history]
     tail = history[-max(1, len(history) // 10):]
     stats = {"steps": len(history), "seconds": time.perf_counter() - t0,
-             "parameters": sum(p.numel() for p in lock.parameters()), "name_questions": len(n_ex),
+             "parameters": sum(p.numel() for p in lock_params), "name_questions": len(n_ex),
              "first": history[0] if history else None,
              "last_tenth": {k: sum(h[k] for h in tail) / len(tail) for k in ("retain", "names", "forget")}
              if history else None}
